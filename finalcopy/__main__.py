@@ -1,0 +1,5 @@
+"""``python -m finalcopy``: the same as the ``finalcopy`` command."""
+
+from finalcopy.cli.app import main
+
+main()

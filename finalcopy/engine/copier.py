@@ -1,0 +1,557 @@
+"""Copy a folder tree to a backend: plan, skip what is already verified, stream the rest.
+
+Concurrency is bounded twice: at most ``jobs`` batches are in flight, and each
+holds at most a few chunks in memory, so peak memory depends on ``jobs`` and
+``chunk_size`` only, never on file or tree size. Large files go first (so the
+two ends of a run overlap well); small files travel in batches so that a
+local backend handles many of them per worker-thread hop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+
+from finalcopy.backends.base import Backend, FileTransfer, join
+from finalcopy.engine.events import (
+    BytesProgress,
+    EventSink,
+    FileFailed,
+    FileFinished,
+    FileStarted,
+    Notice,
+    PlanReady,
+    discard,
+)
+from finalcopy.engine.manifest import (
+    STATE_NAME,
+    StateRecord,
+    format_manifest,
+    format_state,
+    parse_state,
+)
+from finalcopy.engine.plan import META_DIR, Plan, PlannedFile, scan
+from finalcopy.engine.source import ContentInspector, FileChunkSource
+from finalcopy.errors import (
+    DestinationUnusable,
+    FinalcopyError,
+    Interrupted,
+    NoSpaceError,
+    UnsafeNameError,
+    UsageError,
+    VerificationError,
+    unwrap_group,
+)
+from finalcopy.hashing import DEFAULT_ALGORITHM, Algorithm, get_algorithm
+
+VerifyMode = Literal["readback", "size", "none"]
+InspectorChooser = Callable[[str], Callable[[], ContentInspector] | None]
+
+KiB = 1024
+MiB = 1024 * KiB
+SMALL_FILE = 1 * MiB
+"""Files below this size travel in batches."""
+BATCH_FILES = 64
+BATCH_BYTES = 4 * MiB
+CHECKPOINT_SECONDS = 2.0
+"""How often the state file is rewritten during a run (work lost to a crash is at most this)."""
+PROGRESS_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class CopyOptions:
+    """How to copy; every field has the CLI's default."""
+
+    algorithm: str = DEFAULT_ALGORITHM
+    chunk_size: int = 64 * KiB
+    jobs: int = 4
+    verify: VerifyMode = "readback"
+    checksum: bool = False
+    """Decide what to skip by hashing both sides instead of trusting the state file."""
+    dry_run: bool = False
+    inspectors: InspectorChooser | None = None
+    """Per path, a factory of content inspectors fed the same chunks that are copied."""
+
+    def validate(self) -> Algorithm:
+        if not 4 * KiB <= self.chunk_size <= 16 * MiB:
+            raise UsageError("--chunk-size must be between 4 KiB and 16 MiB")
+        if not 1 <= self.jobs <= 64:
+            raise UsageError("--jobs must be between 1 and 64")
+        if self.verify not in ("readback", "size", "none"):
+            raise UsageError(f"unknown verify mode '{self.verify}'")
+        return get_algorithm(self.algorithm)
+
+
+@dataclass
+class CopyReport:
+    """What a copy did; ``ok`` is what the exit code reports."""
+
+    source: str
+    destination: str
+    algorithm: str
+    verify: str
+    files: int = 0
+    bytes: int = 0
+    copied: int = 0
+    skipped: int = 0
+    bytes_copied: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    digests: dict[str, str] = field(default_factory=dict)
+    duration: float = 0.0
+    interrupted: bool = False
+    dry_run: bool = False
+    manifest: str = ""
+    written: list[str] = field(default_factory=list)
+    """Destination paths this run created or replaced (for rollback by the pipeline)."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.interrupted
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "destination": self.destination,
+            "algorithm": self.algorithm,
+            "verify": self.verify,
+            "ok": self.ok,
+            "files": self.files,
+            "bytes": self.bytes,
+            "copied": self.copied,
+            "skipped": self.skipped,
+            "bytes_copied": self.bytes_copied,
+            "failed": self.failed,
+            "warnings": self.warnings,
+            "duration": round(self.duration, 3),
+            "throughput_bytes_per_s": round(self.bytes_copied / self.duration)
+            if self.duration > 0
+            else 0,
+            "interrupted": self.interrupted,
+            "dry_run": self.dry_run,
+            "manifest": self.manifest,
+        }
+
+
+def _is_inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_not_inside(source: Path, backend: Backend, dest: str) -> None:
+    """Refuse a destination inside (or equal to) the source: it would copy itself forever."""
+    if not backend.capabilities.local_path:
+        return
+    src = source.resolve()
+    dst = Path(backend.root, dest).resolve()
+    if _is_inside(dst, src):
+        raise UsageError(f"destination '{dst}' is inside the source '{src}'")
+
+
+class _Run:
+    """State of one copy while it runs."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        backend: Backend,
+        dest: str,
+        options: CopyOptions,
+        algorithm: Algorithm,
+        events: EventSink,
+        cancel: threading.Event,
+        report: CopyReport,
+    ) -> None:
+        self.plan = plan
+        self.backend = backend
+        self.dest = dest
+        self.options = options
+        self.algorithm = algorithm
+        self.events = events
+        self.cancel = cancel
+        self.report = report
+        self.records: dict[str, StateRecord] = {}
+        self.active: dict[str, FileChunkSource] = {}
+        self.done_bytes = 0
+        self.fatal: FinalcopyError | None = None
+        self.last_checkpoint = time.monotonic()
+
+    def dest_path(self, path: str) -> str:
+        return join(self.dest, path)
+
+    # -- deciding what to skip ------------------------------------------------
+
+    async def load_state(self) -> dict[str, StateRecord]:
+        data = await self.backend.read_bytes(join(self.dest, META_DIR, STATE_NAME))
+        return parse_state(data) if data else {}
+
+    async def select(self) -> list[PlannedFile]:
+        """Files to copy; the others are proven present and recorded in ``records``."""
+        previous = await self.load_state()
+        files = self.plan.files
+        if self.options.checksum:
+            return await self._select_by_checksum(files)
+        candidates = [
+            f
+            for f in files
+            if (r := previous.get(f.path)) is not None
+            and r.algorithm == self.algorithm.name
+            and r.size == f.size
+            and r.source_mtime_ns == f.mtime_ns
+        ]
+        stats = await self.backend.stat([self.dest_path(f.path) for f in candidates])
+        trusted: set[str] = set()
+        for f, st in zip(candidates, stats, strict=True):
+            record = previous[f.path]
+            if (
+                st is not None
+                and st.kind == "file"
+                and st.size == record.size
+                and st.mtime_ns == record.dest_mtime_ns
+            ):
+                trusted.add(f.path)
+                self.records[f.path] = record
+        return [f for f in files if f.path not in trusted]
+
+    async def _select_by_checksum(self, files: list[PlannedFile]) -> list[PlannedFile]:
+        stats = await self.backend.stat([self.dest_path(f.path) for f in files])
+        todo: list[PlannedFile] = []
+        for f, st in zip(files, stats, strict=True):
+            if st is None or st.kind != "file" or st.size != f.size:
+                todo.append(f)
+                continue
+            source_digest = await anyio.to_thread.run_sync(self._hash_source, f)
+            dest_digest = await self.backend.hash_file(self.dest_path(f.path), self.algorithm)
+            if source_digest != dest_digest:
+                todo.append(f)
+                continue
+            self.records[f.path] = StateRecord(
+                f.path, f.size, f.mtime_ns, st.mtime_ns, self.algorithm.name, source_digest
+            )
+        return todo
+
+    def _hash_source(self, f: PlannedFile) -> str:
+        source = self._source(f)
+        try:
+            while source.read_chunk():
+                pass
+        finally:
+            source.close()
+        return source.digest()
+
+    def _source(self, f: PlannedFile) -> FileChunkSource:
+        chooser = self.options.inspectors
+        return FileChunkSource(
+            f.source,
+            f.size,
+            self.algorithm,
+            self.options.chunk_size,
+            self.cancel,
+            chooser(f.path) if chooser else None,
+        )
+
+    # -- transferring ---------------------------------------------------------
+
+    def batches(self, files: list[PlannedFile]) -> list[list[PlannedFile]]:
+        """Large files alone, largest first; small ones grouped."""
+        large = sorted((f for f in files if f.size >= SMALL_FILE), key=lambda f: -f.size)
+        out = [[f] for f in large]
+        batch: list[PlannedFile] = []
+        batch_bytes = 0
+        for f in files:
+            if f.size >= SMALL_FILE:
+                continue
+            batch.append(f)
+            batch_bytes += f.size
+            if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
+                out.append(batch)
+                batch, batch_bytes = [], 0
+        if batch:
+            out.append(batch)
+        return out
+
+    async def transfer(self, batches: list[list[PlannedFile]]) -> None:
+        send, receive = anyio.create_memory_object_stream[list[PlannedFile]](len(batches) or 1)
+        for batch in batches:
+            send.send_nowait(batch)
+        send.close()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_cancel, tg.cancel_scope)
+                tg.start_soon(self._tick)
+                async with anyio.create_task_group() as workers:
+                    for _ in range(min(self.options.jobs, len(batches))):
+                        workers.start_soon(self._worker, receive.clone())
+                    receive.close()
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise unwrap_group(group) from None
+
+    async def _watch_cancel(self, scope: anyio.CancelScope) -> None:
+        # Threads notice the flag on their next chunk; this wakes awaits that
+        # are not in a thread (network I/O).
+        while not self.cancel.is_set():  # noqa: ASYNC110 - a threading.Event, set from any thread
+            await anyio.sleep(0.05)
+        scope.cancel()
+
+    async def _tick(self) -> None:
+        last = -1
+        while True:
+            self.emit_progress(last)
+            last = self.current_bytes()
+            await anyio.sleep(PROGRESS_SECONDS)
+
+    def current_bytes(self) -> int:
+        return self.done_bytes + sum(s.done for s in list(self.active.values()))
+
+    def emit_progress(self, last: int = -1) -> None:
+        done = self.current_bytes()
+        if done == last:
+            return
+        active = tuple(
+            (path, s.done, s.size) for path, s in list(self.active.items()) if s.size >= SMALL_FILE
+        )
+        self.events(BytesProgress(done=done, total=self.report.bytes, active=active))
+
+    async def _worker(self, receive: anyio.abc.ObjectReceiveStream[list[PlannedFile]]) -> None:
+        async with receive:
+            async for batch in receive:
+                if self.fatal is not None:
+                    for f in batch:
+                        self.fail(f.path, f"not attempted: {self.fatal}")
+                    continue
+                await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list[PlannedFile]) -> None:
+        transfers: list[tuple[PlannedFile, FileChunkSource, FileTransfer]] = []
+        for f in batch:
+            source = self._source(f)
+            transfer = FileTransfer(
+                path=self.dest_path(f.path),
+                source=source,
+                mode=f.mode,
+                mtime_ns=f.mtime_ns,
+                readback=self.options.verify == "readback",
+            )
+            transfers.append((f, source, transfer))
+            self.active[f.path] = source
+            if f.size >= SMALL_FILE:
+                self.events(FileStarted(path=f.path, size=f.size))
+        try:
+            await self.backend.put_files([t for _, _, t in transfers], self.algorithm)
+        except Interrupted:
+            return
+        finally:
+            for f, source, _ in transfers:
+                source.close()
+                self.active.pop(f.path, None)
+        for f, source, transfer in transfers:
+            await self._conclude(f, source, transfer)
+        await self.maybe_checkpoint()
+
+    async def _conclude(
+        self, f: PlannedFile, source: FileChunkSource, transfer: FileTransfer
+    ) -> None:
+        self.done_bytes += f.size
+        if transfer.error is None:
+            self.report.written.append(transfer.path)
+            transfer.error = await self._verify(f, source, transfer)
+        if transfer.error is not None:
+            if isinstance(transfer.error, NoSpaceError | DestinationUnusable):
+                self.fatal = transfer.error
+            self.fail(f.path, str(transfer.error))
+            return
+        digest = source.digest()
+        self.records[f.path] = StateRecord(
+            f.path, f.size, f.mtime_ns, transfer.dest_mtime_ns, self.algorithm.name, digest
+        )
+        self.report.copied += 1
+        self.report.bytes_copied += f.size
+        self.events(
+            FileFinished(
+                path=f.path,
+                size=f.size,
+                digest=digest,
+                outcome="resumed" if transfer.resumed_from else "copied",
+            )
+        )
+
+    async def _verify(
+        self, f: PlannedFile, source: FileChunkSource, transfer: FileTransfer
+    ) -> FinalcopyError | None:
+        mode = self.options.verify
+        try:
+            if mode == "readback":
+                actual = transfer.readback_digest
+                if actual is None:
+                    actual = await self.backend.hash_file(transfer.path, self.algorithm)
+                if actual != source.digest():
+                    raise VerificationError(
+                        f"'{self.backend.describe(transfer.path)}' does not match its source "
+                        f"after copy ({self.algorithm.name} {actual} != {source.digest()})"
+                    )
+            elif mode == "size":
+                (st,) = await self.backend.stat([transfer.path])
+                if st is None or st.size != f.size:
+                    raise VerificationError(
+                        f"'{self.backend.describe(transfer.path)}' has the wrong size after copy"
+                    )
+        except FinalcopyError as exc:
+            # A final name must not keep content we know is wrong.
+            with contextlib.suppress(FinalcopyError):
+                await self.backend.remove(transfer.path)
+            return exc
+        return None
+
+    def fail(self, path: str, message: str) -> None:
+        self.report.failed[path] = message
+        self.events(FileFailed(path=path, error=message))
+
+    # -- finishing --------------------------------------------------------------
+
+    async def maybe_checkpoint(self) -> None:
+        if time.monotonic() - self.last_checkpoint >= CHECKPOINT_SECONDS:
+            await self.write_state()
+
+    async def write_state(self) -> None:
+        self.last_checkpoint = time.monotonic()
+        ordered = [self.records[f.path] for f in self.plan.files if f.path in self.records]
+        await self.backend.write_bytes(join(self.dest, META_DIR, STATE_NAME), format_state(ordered))
+
+    async def link_tree(self) -> None:
+        """Symlinks, recreated as links (never followed)."""
+        for link in self.plan.links:
+            if not self.backend.capabilities.symlinks:
+                self.warn(f"symlink not created (unsupported by destination): {link.path}")
+                continue
+            try:
+                await self.backend.symlink(self.dest_path(link.path), link.target)
+                self.report.written.append(self.dest_path(link.path))
+            except FinalcopyError as exc:
+                self.fail(link.path, str(exc))
+
+    async def seal_tree(self) -> None:
+        """Folder metadata (deepest first, after their content), then durability."""
+        if self.backend.capabilities.posix_metadata:
+            for d in sorted(self.plan.dirs, key=lambda d: -d.path.count("/")):
+                await self.backend.set_metadata(
+                    self.dest_path(d.path), mode=d.mode | 0o700, mtime_ns=d.mtime_ns
+                )
+        await self.backend.sync_dirs(
+            [self.dest_path(d.path) for d in self.plan.dirs] + [join(self.dest, META_DIR)]
+        )
+
+    async def write_manifest(self) -> str:
+        digests = {path: r.digest for path, r in self.records.items()}
+        self.report.digests = digests
+        path = join(self.dest, META_DIR, self.algorithm.manifest_name)
+        await self.backend.write_bytes(path, format_manifest(digests))
+        await self.write_state()
+        return self.backend.describe(path)
+
+    def warn(self, message: str) -> None:
+        self.report.warnings.append(message)
+        self.events(Notice(level="warning", message=message))
+
+
+async def copy_tree(
+    source: Path,
+    backend: Backend,
+    options: CopyOptions | None = None,
+    *,
+    dest: str = "",
+    events: EventSink = discard,
+    cancel: threading.Event | None = None,
+) -> CopyReport:
+    """Copy the folder ``source`` to ``dest`` (relative to the backend's root).
+
+    Returns a report rather than raising for per-file failures; raises
+    :class:`~finalcopy.errors.FinalcopyError` when nothing can be copied at all
+    (unreadable source, unusable destination, unsafe names, no space).
+    Setting ``cancel`` stops the copy cleanly: temporary files are removed,
+    what was committed is recorded so a re-run skips it, and the report says
+    ``interrupted``.
+    """
+    options = options or CopyOptions()
+    algorithm = options.validate()
+    cancel = cancel or threading.Event()
+    started = time.monotonic()
+    report = CopyReport(
+        source=str(source),
+        destination=backend.describe(dest),
+        algorithm=algorithm.name,
+        verify=options.verify,
+        dry_run=options.dry_run,
+    )
+    plan = await anyio.to_thread.run_sync(scan, source)
+    check_not_inside(source, backend, dest)
+    report.files, report.bytes = len(plan.files), plan.total_bytes
+    run = _Run(plan, backend, dest, options, algorithm, events, cancel, report)
+    if backend.strategy:
+        events(Notice(message=f"destination strategy: {backend.strategy}"))
+    for message in plan.skipped:
+        run.warn(message)
+    for path, message in plan.unreadable:
+        run.fail(path, message)
+
+    every_path = [d.path for d in plan.dirs if d.path] + [f.path for f in plan.files]
+    problems = backend.name_problems(
+        [join(dest, p) for p in every_path + [lk.path for lk in plan.links]]
+    )
+    if problems:
+        raise UnsafeNameError(problems)
+
+    if not options.dry_run:
+        await backend.prepare()
+    todo = await run.select()
+    todo_bytes = sum(f.size for f in todo)
+    report.skipped = len(plan.files) - len(todo)
+    run.done_bytes = report.bytes - todo_bytes
+    events(
+        PlanReady(
+            files=len(plan.files),
+            bytes=report.bytes,
+            to_copy_files=len(todo),
+            to_copy_bytes=todo_bytes,
+        )
+    )
+    skipped_paths = {f.path for f in plan.files} - {f.path for f in todo}
+    for f in plan.files:
+        if f.path in skipped_paths:
+            events(
+                FileFinished(
+                    path=f.path, size=f.size, digest=run.records[f.path].digest, outcome="skipped"
+                )
+            )
+    if options.dry_run:
+        report.duration = time.monotonic() - started
+        return report
+
+    free = await backend.free_space(dest)
+    if free is not None and todo_bytes > free:
+        raise NoSpaceError(
+            f"not enough space on '{backend.describe(dest)}': {todo_bytes} bytes to copy, "
+            f"{free} available"
+        )
+    await backend.makedirs([run.dest_path(d.path) for d in plan.dirs])
+    try:
+        await run.transfer(run.batches(todo))
+        if cancel.is_set():
+            raise Interrupted("interrupted")
+        await run.link_tree()
+        report.manifest = await run.write_manifest()
+        await run.seal_tree()
+    except Interrupted:
+        report.interrupted = True
+        with anyio.CancelScope(shield=True):
+            await run.write_state()
+    run.emit_progress()
+    report.duration = time.monotonic() - started
+    return report

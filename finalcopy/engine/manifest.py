@@ -1,0 +1,101 @@
+"""The files finalcopy keeps in ``DEST/.finalcopy/``.
+
+``manifest.<algo>``
+    One line per file in the format of ``b3sum`` / ``sha256sum`` /
+    ``xxh128sum``, paths relative to DEST, so anyone can check a copy with
+    ``cd DEST && b3sum -c .finalcopy/manifest.blake3``. Names holding a
+    backslash, a newline or a carriage return are escaped the way those tools
+    do it: the line starts with ``\\`` and the name has ``\\\\``, ``\\n``, ``\\r``.
+
+``state.jsonl``
+    What the engine needs to skip verified files cheaply on a re-run: per
+    file, the source size and mtime it was copied from, the destination mtime
+    right after commit, and its hash. Records are appended as files are
+    committed, so a re-run after a crash keeps what was already done.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+
+from finalcopy.errors import VerificationError
+
+STATE_NAME = "state.jsonl"
+
+
+def _escape(path: str) -> tuple[str, bool]:
+    if not any(c in path for c in "\\\n\r"):
+        return path, False
+    escaped = path.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    return escaped, True
+
+
+def _unescape(path: str) -> str:
+    out: list[str] = []
+    chars = iter(path)
+    for c in chars:
+        if c != "\\":
+            out.append(c)
+            continue
+        nxt = next(chars, "")
+        out.append({"\\": "\\", "n": "\n", "r": "\r"}.get(nxt, "\\" + nxt))
+    return "".join(out)
+
+
+def format_manifest(digests: Mapping[str, str]) -> bytes:
+    """Manifest text, sorted by path so two copies of one tree give equal manifests."""
+    lines: list[str] = []
+    for path in sorted(digests):
+        name, escaped = _escape(path)
+        prefix = "\\" if escaped else ""
+        lines.append(f"{prefix}{digests[path]}  {name}\n")
+    return "".join(lines).encode("utf-8", "surrogateescape")
+
+
+def parse_manifest(data: bytes) -> dict[str, str]:
+    """Read a manifest written by :func:`format_manifest` or by ``b3sum``/``sha256sum``."""
+    digests: dict[str, str] = {}
+    for number, raw in enumerate(data.decode("utf-8", "surrogateescape").split("\n"), 1):
+        if not raw:
+            continue
+        escaped = raw.startswith("\\")
+        line = raw[1:] if escaped else raw
+        digest, sep, name = line.partition("  ")
+        if not sep:
+            digest, sep, name = line.partition(" *")  # binary-mode marker of GNU tools
+        if not sep or not digest:
+            raise VerificationError(f"manifest line {number} is malformed: {raw[:80]!r}")
+        digests[_unescape(name) if escaped else name] = digest
+    return digests
+
+
+@dataclass(frozen=True)
+class StateRecord:
+    """Why a destination file can be trusted without re-reading it."""
+
+    path: str
+    size: int
+    source_mtime_ns: int
+    dest_mtime_ns: int
+    algorithm: str
+    digest: str
+
+
+def format_state(records: Iterable[StateRecord]) -> bytes:
+    return "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in records).encode(
+        "utf-8", "surrogateescape"
+    )
+
+
+def parse_state(data: bytes) -> dict[str, StateRecord]:
+    """Latest record per path; a torn last line (crash mid-append) is ignored."""
+    records: dict[str, StateRecord] = {}
+    for line in data.decode("utf-8", "surrogateescape").splitlines():
+        try:
+            record = StateRecord(**json.loads(line))
+        except (ValueError, TypeError):
+            continue
+        records[record.path] = record
+    return records

@@ -1,0 +1,133 @@
+"""Reading a source file: every byte handed to a backend is hashed and inspected once.
+
+This is where validation overlaps the transfer: the same chunk feeds the
+streaming hash, the content inspectors (JSON validation), the progress
+counter, and then the backend's write. There is no second read of the source.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from finalcopy.errors import Interrupted, SourceError, source_error
+from finalcopy.hashing import Algorithm, Hasher
+
+
+class ContentInspector(Protocol):
+    """Checks a file's content as it streams (for example: is this valid JSON?)."""
+
+    def feed(self, chunk: memoryview) -> None:
+        """Inspect the next chunk; raise :class:`SourceError` if the content is bad."""
+
+    def finish(self) -> None:
+        """Called at end of file; raise :class:`SourceError` if the content is bad."""
+
+
+InspectorFactory = Callable[[str], "ContentInspector | None"]
+
+
+class FileChunkSource:
+    """A :class:`~finalcopy.backends.base.ChunkSource` over one local file."""
+
+    def __init__(
+        self,
+        path: Path,
+        size: int,
+        algorithm: Algorithm,
+        chunk_size: int,
+        cancel: threading.Event,
+        inspector: Callable[[], ContentInspector] | None = None,
+    ) -> None:
+        self.path = path
+        self.size = size
+        self.done = 0
+        """Bytes read so far; only this object's thread writes it (progress polls it)."""
+        self._algorithm = algorithm
+        self._hasher: Hasher = algorithm.new()
+        self._new_inspector = inspector
+        self._inspector = inspector() if inspector else None
+        self._cancel = cancel
+        self._buffer = bytearray(chunk_size)
+        self._view = memoryview(self._buffer)
+        self._file: BinaryIO | None = None
+        self._finished = False
+
+    def _open(self) -> BinaryIO:
+        if self._file is None:
+            try:
+                self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
+            except OSError as exc:
+                raise source_error(exc, self.path) from None
+        return self._file
+
+    def read_chunk(self) -> memoryview:
+        return self._read(len(self._buffer))
+
+    def _read(self, limit: int) -> memoryview:
+        if self._cancel.is_set():
+            raise Interrupted("interrupted")
+        f = self._open()
+        try:
+            n = f.readinto(self._view[:limit])  # type: ignore[attr-defined]
+        except OSError as exc:
+            raise source_error(exc, self.path) from None
+        if not n:
+            self._finish()
+            return self._view[:0]
+        chunk = self._view[:n]
+        self._hasher.update(chunk)
+        if self._inspector is not None:
+            self._inspector.feed(chunk)
+        self.done += n
+        return chunk
+
+    def read_many(self, max_chunks: int) -> list[bytes]:
+        out: list[bytes] = []
+        for _ in range(max_chunks):
+            chunk = self.read_chunk()
+            if not chunk:
+                break
+            out.append(bytes(chunk))
+        return out
+
+    def consume_prefix(self, length: int, algorithm: Algorithm) -> str:
+        prefix_hasher = algorithm.new()
+        remaining = length
+        while remaining > 0:
+            chunk = self._read(min(remaining, len(self._buffer)))
+            if not chunk:
+                raise SourceError(f"'{self.path}' became shorter while being copied")
+            prefix_hasher.update(chunk)
+            remaining -= len(chunk)
+        return prefix_hasher.hexdigest()
+
+    def rewind(self) -> None:
+        self.close()
+        self._hasher = self._algorithm.new()
+        self._inspector = self._new_inspector() if self._new_inspector else None
+        self.done = 0
+        self._finished = False
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self.done != self.size:
+            raise SourceError(
+                f"'{self.path}' changed size while being copied "
+                f"({self.size} bytes planned, {self.done} read)"
+            )
+        if self._inspector is not None:
+            self._inspector.finish()
+
+    def digest(self) -> str:
+        """Hash of every byte read; valid once the file was read to the end."""
+        return self._hasher.hexdigest()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
