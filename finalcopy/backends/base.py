@@ -264,6 +264,16 @@ class Backend(ABC):
         """Paths this destination cannot store, each with the reason (none by default)."""
         return []
 
+    def dest_name(self, path: str) -> str:
+        """The path ``path`` is stored under (the same path, unless names are mapped).
+
+        The engine passes every destination path through this after
+        :meth:`name_problems` has seen the whole plan, so a backend that maps
+        names (NTFS with ``--ntfs-names map``) can settle collisions between
+        siblings. The mapping must be injective and keep ``/`` as separator.
+        """
+        return path
+
     async def put_files(self, transfers: Sequence[FileTransfer], algorithm: Algorithm) -> None:
         """Copy each transfer's source to its path and fill in its outcome.
 

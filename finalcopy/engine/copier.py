@@ -452,7 +452,9 @@ class _Run:
         digests = {path: r.digest for path, r in self.records.items()}
         self.report.digests = digests
         path = join(self.dest, META_DIR, self.algorithm.manifest_name)
-        await self.backend.write_bytes(path, format_manifest(digests))
+        await self.backend.write_bytes(
+            path, format_manifest(digests, escape_backslash=self.algorithm.escapes_backslash)
+        )
         await self.write_state()
         return self.backend.describe(path)
 

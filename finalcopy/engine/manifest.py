@@ -5,7 +5,8 @@
     ``xxh128sum``, paths relative to DEST, so anyone can check a copy with
     ``cd DEST && b3sum -c .finalcopy/manifest.blake3``. Names holding a
     backslash, a newline or a carriage return are escaped the way those tools
-    do it: the line starts with ``\\`` and the name has ``\\\\``, ``\\n``, ``\\r``.
+    do it: the line starts with ``\\`` and the name has ``\\\\``, ``\\n``, ``\\r``
+    (for ``xxh128sum``, which does not escape, only names with line breaks).
 
 ``state.jsonl``
     What the engine needs to skip verified files cheaply on a re-run: per
@@ -18,15 +19,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from finalcopy.errors import VerificationError
 
 STATE_NAME = "state.jsonl"
 
 
-def _escape(path: str) -> tuple[str, bool]:
-    if not any(c in path for c in "\\\n\r"):
+def _escape(path: str, backslash: bool) -> tuple[str, bool]:
+    if not any(c in path for c in ("\\\n\r" if backslash else "\n\r")):
         return path, False
     escaped = path.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
     return escaped, True
@@ -44,11 +45,16 @@ def _unescape(path: str) -> str:
     return "".join(out)
 
 
-def format_manifest(digests: Mapping[str, str]) -> bytes:
-    """Manifest text, sorted by path so two copies of one tree give equal manifests."""
+def format_manifest(digests: Mapping[str, str], *, escape_backslash: bool = True) -> bytes:
+    """Manifest text, sorted by path so two copies of one tree give equal manifests.
+
+    ``escape_backslash=False`` suits ``xxh128sum`` 0.8, which reads backslashes
+    literally and knows no escaping: names with a newline are still escaped
+    (it reports those lines as improperly formatted; ``finalcopy verify`` checks them).
+    """
     lines: list[str] = []
     for path in sorted(digests):
-        name, escaped = _escape(path)
+        name, escaped = _escape(path, escape_backslash)
         prefix = "\\" if escaped else ""
         lines.append(f"{prefix}{digests[path]}  {name}\n")
     return "".join(lines).encode("utf-8", "surrogateescape")
@@ -84,9 +90,8 @@ class StateRecord:
 
 
 def format_state(records: Iterable[StateRecord]) -> bytes:
-    return "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in records).encode(
-        "utf-8", "surrogateescape"
-    )
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    return "".join(encode(vars(r)) + "\n" for r in records).encode("utf-8", "surrogateescape")
 
 
 def parse_state(data: bytes) -> dict[str, StateRecord]:

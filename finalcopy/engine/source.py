@@ -50,7 +50,9 @@ class FileChunkSource:
         self._new_inspector = inspector
         self._inspector = inspector() if inspector else None
         self._cancel = cancel
-        self._buffer = bytearray(chunk_size)
+        # Small files get small buffers: zeroing 64 KiB per 4 KiB file would
+        # dominate a tree of many small files.
+        self._buffer = bytearray(max(1, min(chunk_size, size + 1)))
         self._view = memoryview(self._buffer)
         self._file: BinaryIO | None = None
         self._finished = False
@@ -75,6 +77,7 @@ class FileChunkSource:
         except OSError as exc:
             raise source_error(exc, self.path) from None
         if not n:
+            self.close()  # a batch of small files keeps one descriptor open, not one per file
             self._finish()
             return self._view[:0]
         chunk = self._view[:n]

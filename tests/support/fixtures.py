@@ -1,0 +1,147 @@
+"""pytest fixtures that start real parts: OpenSSH sshd and ntfs-3g volumes.
+
+Register once, in the top-level ``tests/conftest.py``::
+
+    pytest_plugins = ["tests.support.fixtures"]
+
+Where a part is missing the test is skipped with the reason, except under
+``CI=true``, where it fails: CI must really run these tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.ntfs import NtfsMount, cleanup_stale, mounted_ntfs, ntfs_available
+from tests.support.sshd import SshServer, running_sshd, sshd_available
+from tests.support.users import LocalUser, ensure_unprivileged_user
+
+__all__ = [
+    "FOREIGN_OWNER_OPTIONS",
+    "ntfs_base_dir",
+    "ntfs_mount",
+    "ntfs_mount_foreign_owner",
+    "public_tmp_path",
+    "require_part",
+    "sshd_server",
+    "sshd_server_fresh",
+    "unprivileged_user",
+]
+
+#: ntfs-3g options that make every file belong to uid 4242 (nobody real) with
+#: mode 0777: another user may create, write and rename, but chmod and utime
+#: with explicit times fail with EPERM, as on a disk mounted for someone else.
+FOREIGN_OWNER_OPTIONS = "uid=4242,gid=4242"
+
+_NTFS_PREFIX = "finalcopy-ntfs-"
+
+
+def require_part(reason: str | None) -> None:
+    """Skip (or under CI=true fail) when ``reason`` says a part is missing."""
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"required test part missing under CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def unprivileged_user() -> LocalUser:
+    """The ``fcnobody`` account, created on first use (needs root)."""
+    require_part(None if os.geteuid() == 0 else "needs root to create a test user")
+    return ensure_unprivileged_user()
+
+
+@pytest.fixture(scope="session")
+def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """One sshd for the whole session; as root it also lets ``fcnobody`` in.
+
+    ``kill_sessions()`` keeps it usable; a test that kills the listener must
+    use :func:`sshd_server_fresh` instead.
+    """
+    yield from _sshd(tmp_path_factory.mktemp("sshd"))
+
+
+@pytest.fixture
+def sshd_server_fresh(tmp_path: Path) -> Iterator[SshServer]:
+    """A private sshd for tests that stop or break the server (about 0.1 s)."""
+    yield from _sshd(tmp_path / "sshd")
+
+
+@pytest.fixture(scope="session")
+def ntfs_base_dir() -> Path:
+    """Where volumes go: outside pytest's 0700 tree, so other users reach them.
+
+    Unmounts and detaches what crashed earlier runs left there, once.
+    """
+    require_part(ntfs_available())
+    base = Path(tempfile.gettempdir())
+    cleanup_stale(base)
+    for stale in base.glob(f"{_NTFS_PREFIX}*"):
+        pid = stale.name.removeprefix(_NTFS_PREFIX).partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)) and not os.path.ismount(stale / "mnt"):
+            shutil.rmtree(stale, ignore_errors=True)
+    return base
+
+
+@pytest.fixture
+def ntfs_mount(ntfs_base_dir: Path) -> Iterator[NtfsMount]:
+    """A fresh 2 GiB (sparse) ntfs-3g volume with default options, per test."""
+    yield from _ntfs(ntfs_base_dir, "")
+
+
+@pytest.fixture
+def ntfs_mount_foreign_owner(ntfs_base_dir: Path) -> Iterator[NtfsMount]:
+    """An ntfs-3g volume owned by uid 4242; see :data:`FOREIGN_OWNER_OPTIONS`.
+
+    Act as ``unprivileged_user`` (``tests.support.users.acting_as``) to get
+    EPERM from chmod/utime while writes and renames still succeed.
+    """
+    yield from _ntfs(ntfs_base_dir, FOREIGN_OWNER_OPTIONS)
+
+
+@pytest.fixture
+def public_tmp_path() -> Iterator[Path]:
+    """A 0777 temporary folder other users can reach, unlike ``tmp_path``."""
+    path = Path(tempfile.mkdtemp(prefix="finalcopy-test-"))
+    path.chmod(0o777)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _sshd(tmp_dir: Path) -> Iterator[SshServer]:
+    require_part(sshd_available())
+    extra = [ensure_unprivileged_user().name] if os.geteuid() == 0 else []
+    with running_sshd(tmp_dir, extra_users=extra) as server:
+        yield server
+
+
+def _ntfs(base: Path, options: str) -> Iterator[NtfsMount]:
+    # The pid in the name tells a later run whether the folder is abandoned.
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f"{_NTFS_PREFIX}{os.getpid()}-", dir=base))
+    tmp_dir.chmod(0o755)
+    try:
+        with mounted_ntfs(tmp_dir, options=options) as mount:
+            yield mount
+    finally:
+        # Never rmtree into a volume that failed to unmount.
+        if not os.path.ismount(tmp_dir / "mnt"):
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
