@@ -367,3 +367,6 @@ def root(
 def main() -> Any:
     """Console-script entry point."""
     return app()
+
+
+from finalcopy.cli import pipeline as _pipeline  # noqa: E402,F401  (registers run and demo)

@@ -1,0 +1,271 @@
+"""What a run did: the final JSON report and the status file polled while it runs.
+
+Both schemas are documented in ``docs/run.md``; ``schema`` is bumped on any
+incompatible change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from finalcopy.engine import BytesProgress, Event
+from finalcopy.finalize.events import (
+    ProjectDone,
+    ProjectEvent,
+    ProjectFailed,
+    ProjectSkipped,
+    ProjectStarted,
+    RunPlanned,
+)
+
+SCHEMA = 1
+EXIT_OK, EXIT_FAILED, EXIT_DESTINATION, EXIT_INTERRUPTED = 0, 1, 3, 130
+
+ProjectStatus = Literal["finalized", "failed", "skipped", "interrupted", "planned"]
+RunState = Literal["running", "done", "failed", "interrupted"]
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+
+
+@dataclass
+class ProjectResult:
+    """One project's outcome."""
+
+    name: str
+    status: ProjectStatus
+    basis: str = ""
+    reason: str = ""
+    source: str = ""
+    destination: str = ""
+    archive: str = ""
+    files: int = 0
+    bytes: int = 0
+    bytes_copied: int = 0
+    duration: float = 0.0
+    source_deleted: bool = False
+    restored: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "basis": self.basis,
+            "reason": self.reason,
+            "source": self.source,
+            "destination": self.destination,
+            "archive": self.archive,
+            "files": self.files,
+            "bytes": self.bytes,
+            "bytes_copied": self.bytes_copied,
+            "duration": round(self.duration, 3),
+            "throughput_bytes_per_s": round(self.bytes_copied / self.duration)
+            if self.duration > 0
+            else 0,
+            "source_deleted": self.source_deleted,
+            "restored": self.restored,
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class RunReport:
+    """The outcome of :func:`~finalcopy.finalize.run_finalization`; see ``exit_code``."""
+
+    work_dir: str
+    base_dir: str
+    mode: str
+    on_existing: str
+    dry_run: bool
+    started_at: str = field(default_factory=now_iso)
+    finished_at: str = ""
+    duration: float = 0.0
+    destination: str = ""
+    destination_notes: list[str] = field(default_factory=list)
+    """Why the output or the fallback was not used, when it was not."""
+    destination_unusable: bool = False
+    archives_dir: str = ""
+    log_file: str = ""
+    interrupted: bool = False
+    projects: list[ProjectResult] = field(default_factory=list)
+    not_ready: dict[str, str] = field(default_factory=dict)
+    """Folders that are not ready (or not projects), with the reason."""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == EXIT_OK
+
+    @property
+    def finalized(self) -> int:
+        return sum(1 for p in self.projects if p.status == "finalized")
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for p in self.projects if p.status == "failed")
+
+    @property
+    def exit_code(self) -> int:
+        if self.destination_unusable:
+            return EXIT_DESTINATION
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_FAILED if self.failed else EXIT_OK
+
+    @property
+    def state(self) -> RunState:
+        if self.interrupted:
+            return "interrupted"
+        return "done" if self.exit_code == EXIT_OK else "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "kind": "finalize_report",
+            "state": self.state,
+            "exit_code": self.exit_code,
+            "work_dir": self.work_dir,
+            "base_dir": self.base_dir,
+            "destination": self.destination,
+            "destination_notes": self.destination_notes,
+            "archives_dir": self.archives_dir,
+            "log_file": self.log_file,
+            "mode": self.mode,
+            "on_existing": self.on_existing,
+            "dry_run": self.dry_run,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration": round(self.duration, 3),
+            "totals": {
+                "projects": len(self.projects),
+                "finalized": self.finalized,
+                "failed": self.failed,
+                "skipped": sum(1 for p in self.projects if p.status == "skipped"),
+                "bytes": sum(p.bytes for p in self.projects),
+                "bytes_copied": sum(p.bytes_copied for p in self.projects),
+            },
+            "projects": [p.to_dict() for p in self.projects],
+            "not_ready": self.not_ready,
+        }
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Readers never see a half-written file: temporary name, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class StatusFile:
+    """``LOG_DIR/step7_status.json``, kept current from the run's events.
+
+    Rewritten at most once a second on progress, at once on project
+    boundaries; a failure to write it never stops the run.
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        report: RunReport,
+        clock: Any = time.monotonic,
+        interval: float = 1.0,
+    ) -> None:
+        self.path = path
+        self.report = report
+        self.clock = clock
+        self.interval = interval
+        self.last = float("-inf")
+        self.current: str | None = None
+        self.total_projects = 0
+        self.total_bytes = 0
+        self.bytes_before = 0
+        """Bytes of the projects already finished."""
+        self.current_bytes = 0
+        self.error: str | None = None
+
+    def __call__(self, event: Event) -> None:
+        urgent = True
+        if isinstance(event, RunPlanned):
+            self.total_projects = len(event.projects)
+            self.total_bytes = event.bytes
+        elif isinstance(event, ProjectStarted):
+            self.current = event.project
+            self.current_bytes = 0
+        elif isinstance(event, ProjectDone | ProjectFailed | ProjectSkipped):
+            self.current = None
+            self.bytes_before += self._project_bytes(event.project)
+            self.current_bytes = 0
+        elif (
+            isinstance(event, ProjectEvent)
+            and event.phase == "copy"
+            and isinstance(event.event, BytesProgress)
+        ):
+            self.current_bytes = event.event.done
+            urgent = False
+        else:
+            return
+        self.write(force=urgent)
+
+    def _project_bytes(self, name: str) -> int:
+        for project in self.report.projects:
+            if project.name == name:
+                return project.bytes
+        return self.current_bytes
+
+    def snapshot(self, state: RunState = "running") -> dict[str, Any]:
+        done = sum(1 for p in self.report.projects if p.status == "finalized")
+        failed = sum(1 for p in self.report.projects if p.status == "failed")
+        skipped = sum(1 for p in self.report.projects if p.status == "skipped")
+        return {
+            "schema": SCHEMA,
+            "kind": "finalize_status",
+            "state": state,
+            "pid": os.getpid(),
+            "work_dir": self.report.work_dir,
+            "destination": self.report.destination,
+            "log_file": self.report.log_file,
+            "current_project": self.current,
+            "projects": {
+                "total": self.total_projects,
+                "done": done,
+                "failed": failed,
+                "skipped": skipped,
+            },
+            "bytes": {
+                "total": self.total_bytes,
+                "done": min(self.total_bytes, self.bytes_before + self.current_bytes),
+            },
+            "started_at": self.report.started_at,
+            "updated_at": now_iso(),
+            "exit_code": None if state == "running" else self.report.exit_code,
+        }
+
+    def write(self, *, force: bool = False, state: RunState = "running") -> None:
+        if self.path is None:
+            return
+        now = self.clock()
+        if not force and now - self.last < self.interval:
+            return
+        self.last = now
+        try:
+            write_json_atomic(self.path, self.snapshot(state))
+        except OSError as exc:
+            self.error = f"cannot write the status file '{self.path}': {exc.strerror or exc}"
+
+    def close(self) -> None:
+        self.current = None
+        self.write(force=True, state=self.report.state)
