@@ -117,7 +117,11 @@ class ChunkSource(Protocol):
         ...
 
     def read_many(self, max_chunks: int) -> list[bytes]:
-        """Up to ``max_chunks`` chunks as independent ``bytes`` (empty list at end)."""
+        """Up to ``max_chunks`` chunks as independent ``bytes``.
+
+        Fewer than ``max_chunks`` (possibly none) means the end of the file was
+        reached; later calls return an empty list.
+        """
         ...
 
     def consume_prefix(self, length: int, algorithm: Algorithm) -> str:
@@ -298,9 +302,12 @@ class Backend(ABC):
         source = transfer.source
         writer = await self.open_temp(transfer.path)
         try:
-            while chunks := await anyio.to_thread.run_sync(source.read_many, 16):
+            while True:
+                chunks = await anyio.to_thread.run_sync(source.read_many, 16)
                 for chunk in chunks:
                     await writer.write(chunk)
+                if len(chunks) < 16:
+                    break
             transfer.dest_mtime_ns = await writer.commit(
                 mode=transfer.mode, mtime_ns=transfer.mtime_ns
             )

@@ -68,7 +68,7 @@ def drop_cache(fd: int) -> None:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
-def hash_path(path: Path, algorithm: Algorithm) -> str:
+def hash_path(path: str | Path, algorithm: Algorithm) -> str:
     """Hash a local file from the device where the OS allows (see :func:`drop_cache`)."""
     hasher = algorithm.new()
     buf = bytearray(READBACK_BUFFER)
@@ -114,13 +114,15 @@ class LocalBackend(Backend):
     def _prepare(self) -> None:
         try:
             self.base.mkdir(parents=True, exist_ok=True)
-            probe = self.base / temp_name(f"probe-{os.getpid()}")
+            # A fixed name: a crash between create and unlink leaves one
+            # temporary file that the next probe reuses, not one per process.
+            probe = self.base / temp_name("finalcopy-write-probe")
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 os.write(fd, b"finalcopy write probe")
             finally:
                 os.close(fd)
-                os.unlink(probe)
+                probe.unlink(missing_ok=True)
         except OSError as exc:
             raise DestinationUnusable(
                 f"destination '{self.base}' is not writable: {exc.strerror or exc}"
@@ -333,8 +335,11 @@ class _LocalTempWriter(TempWriter):
 
     def __init__(self, backend: LocalBackend, path: str) -> None:
         self.backend = backend
-        self.final = backend._path(path)
-        self.tmp = self.final.with_name(temp_name(self.final.name))
+        # Plain strings, not Path objects: this runs once per file, and Path
+        # arithmetic costs more than the syscalls for a small file.
+        self.final = f"{backend.root}/{path}" if path else backend.root
+        folder, _, name = self.final.rpartition("/")
+        self.tmp = f"{folder}/{temp_name(name)}"
         try:
             self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         except OSError as exc:

@@ -38,6 +38,8 @@ class DestinationOptions:
     port: int | None = None
     known_hosts: Path | None = None
     accept_new_host_key: bool = False
+    ssh_config: Path | None = None
+    """OpenSSH client configuration file to read instead of ``~/.ssh/config``."""
     retry_attempts: int = 3
     timeout: float = 300.0
     jobs: int = 4

@@ -137,6 +137,10 @@ NamesOpt = Annotated[
     ),
 ]
 IdentityOpt = Annotated[Path | None, typer.Option("--identity", "-i", help="SSH private key file.")]
+SshConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--ssh-config", help="OpenSSH client config to read (default: ~/.ssh/config)."),
+]
 PortOpt = Annotated[
     int | None, typer.Option("--port", help="SSH port (default: ~/.ssh/config or 22).")
 ]
@@ -174,6 +178,7 @@ def destination_options(
     retries: int,
     timeout: float,
     jobs: int,
+    ssh_config: Path | None = None,
 ) -> DestinationOptions:
     if metadata not in ("auto", "posix", "none"):
         fail(f"--metadata must be auto, posix or none, not '{metadata}'", EXIT_USAGE)
@@ -189,6 +194,7 @@ def destination_options(
         retry_attempts=retries,
         timeout=timeout,
         jobs=jobs,
+        ssh_config=ssh_config,
     )
 
 
@@ -261,6 +267,7 @@ def copy(
     metadata: MetadataOpt = "auto",
     ntfs_names: NamesOpt = "reject",
     identity: IdentityOpt = None,
+    ssh_config: SshConfigOpt = None,
     port: PortOpt = None,
     known_hosts: KnownHostsOpt = None,
     accept_new_host_key: AcceptNewOpt = False,
@@ -319,6 +326,7 @@ def verify(
     json_output: JsonOpt = False,
     verbose: VerboseOpt = 0,
     identity: IdentityOpt = None,
+    ssh_config: SshConfigOpt = None,
     port: PortOpt = None,
     known_hosts: KnownHostsOpt = None,
     retries: RetriesOpt = 3,
@@ -330,7 +338,7 @@ def verify(
     """
     setup_logging(verbose)
     dest_options = destination_options(
-        "auto", "reject", identity, port, known_hosts, False, retries, timeout, jobs
+        "auto", "reject", identity, port, known_hosts, False, retries, timeout, jobs, ssh_config
     )
     renderer = make_renderer(json_output, verbose > 0)
 

@@ -38,6 +38,7 @@ from finalcopy.cli.app import (
     NamesOpt,
     PortOpt,
     RetriesOpt,
+    SshConfigOpt,
     TimeoutOpt,
     VerboseOpt,
     app,
@@ -366,6 +367,7 @@ def run_command(
     metadata: MetadataOpt = "auto",
     ntfs_names: NamesOpt = "reject",
     identity: IdentityOpt = None,
+    ssh_config: SshConfigOpt = None,
     port: PortOpt = None,
     known_hosts: KnownHostsOpt = None,
     accept_new_host_key: AcceptNewOpt = False,
@@ -415,6 +417,7 @@ def run_command(
             retries,
             timeout,
             jobs,
+            ssh_config,
         ),
     )
     raise typer.Exit(_run(options, json_output, verbose > 0))

@@ -52,6 +52,7 @@ class FileChunkSource:
         self._cancel = cancel
         # Small files get small buffers: zeroing 64 KiB per 4 KiB file would
         # dominate a tree of many small files.
+        self._chunk_size = chunk_size
         self._buffer = bytearray(max(1, min(chunk_size, size + 1)))
         self._view = memoryview(self._buffer)
         self._file: BinaryIO | None = None
@@ -68,19 +69,23 @@ class FileChunkSource:
     def read_chunk(self) -> memoryview:
         return self._read(len(self._buffer))
 
-    def _read(self, limit: int) -> memoryview:
+    def _read(self, limit: int, into: memoryview | None = None) -> memoryview:
+        """Read up to ``limit`` bytes into ``into`` (default: our buffer), hash and count them."""
         if self._cancel.is_set():
             raise Interrupted("interrupted")
+        view = self._view if into is None else into
+        if self._finished:
+            return view[:0]
         f = self._open()
         try:
-            n = f.readinto(self._view[:limit])  # type: ignore[attr-defined]
+            n = f.readinto(view[:limit])  # type: ignore[attr-defined]
         except OSError as exc:
             raise source_error(exc, self.path) from None
         if not n:
             self.close()  # a batch of small files keeps one descriptor open, not one per file
             self._finish()
-            return self._view[:0]
-        chunk = self._view[:n]
+            return view[:0]
+        chunk = view[:n]
         self._hasher.update(chunk)
         if self._inspector is not None:
             self._inspector.feed(chunk)
@@ -88,13 +93,18 @@ class FileChunkSource:
         return chunk
 
     def read_many(self, max_chunks: int) -> list[bytes]:
-        out: list[bytes] = []
-        for _ in range(max_chunks):
-            chunk = self.read_chunk()
-            if not chunk:
-                break
-            out.append(bytes(chunk))
-        return out
+        # One read and one hash update for the whole batch: each call into the
+        # hash or the kernel gives up and retakes the GIL.
+        block = memoryview(bytearray(self._chunk_size * max_chunks))
+        data = self._read(len(block), into=block)
+        size = self._chunk_size
+        chunks = [bytes(data[i : i + size]) for i in range(0, len(data), size)]
+        if data and len(data) < len(block):
+            # Reach end of file in this call, so its checks run now; a file that
+            # grew meanwhile yields more bytes (and then fails its size check).
+            if extra := self._read(size):
+                chunks.append(bytes(extra))
+        return chunks
 
     def consume_prefix(self, length: int, algorithm: Algorithm) -> str:
         prefix_hasher = algorithm.new()

@@ -1,0 +1,285 @@
+"""Writing one file over SFTP: a window of pipelined requests, then an atomic rename.
+
+Requests go out as asyncio tasks (asyncssh is asyncio-only) and are awaited
+oldest first. An SFTP server handles the requests of one handle in order, so
+``fsetstat``, ``fsync@openssh.com`` and ``close`` ride in the same pipeline as
+the writes; only the rename waits until every reply is in, so a final name
+never receives a file with a failed write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import posixpath
+import stat as stat_module
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import asyncssh
+
+from finalcopy.backends.base import DestStat, EntryKind, TempWriter, temp_name
+from finalcopy.backends.sftp_connect import (
+    Session,
+    describe_ssh_error,
+    is_connection_error,
+    map_sftp_error,
+)
+from finalcopy.errors import (
+    ConnectionLostError,
+    DestinationError,
+    FinalcopyError,
+    NoSpaceError,
+)
+
+logger = logging.getLogger("finalcopy.sftp")
+
+#: Bytes of one file in flight. OpenSSH's channel window is 2 MiB; more would
+#: only wait in asyncssh's buffers.
+WINDOW_BYTES = 2 * 1024 * 1024
+#: The SFTP draft requires servers to accept writes of this size.
+SAFE_WRITE = 32 * 1024
+
+
+def kind_of(attrs: asyncssh.SFTPAttrs) -> EntryKind:
+    mode = attrs.permissions or 0
+    if stat_module.S_ISREG(mode):
+        return "file"
+    if stat_module.S_ISDIR(mode):
+        return "dir"
+    if stat_module.S_ISLNK(mode):
+        return "symlink"
+    return "other"
+
+
+def mtime_ns_of(attrs: asyncssh.SFTPAttrs) -> int:
+    # SFTP v3 (OpenSSH) carries whole seconds; commit() reports the same value.
+    return (attrs.mtime or 0) * 1_000_000_000 + (attrs.mtime_ns or 0)
+
+
+def to_stat(attrs: asyncssh.SFTPAttrs) -> DestStat:
+    return DestStat(
+        kind_of(attrs),
+        attrs.size or 0,
+        mtime_ns_of(attrs),
+        stat_module.S_IMODE(attrs.permissions or 0),
+    )
+
+
+def tmp_path(final: str) -> str:
+    """The temporary name beside ``final`` (see :func:`~finalcopy.backends.base.temp_name`)."""
+    return posixpath.join(posixpath.dirname(final), temp_name(posixpath.basename(final)))
+
+
+def coalesce(chunks: list[bytes], limit: int) -> list[bytes]:
+    """Join consecutive chunks into pieces of at most ``limit`` bytes: fewer SFTP requests."""
+    out: list[bytes] = []
+    group: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        if group and size + len(chunk) > limit:
+            out.append(group[0] if len(group) == 1 else b"".join(group))
+            group, size = [], 0
+        group.append(chunk)
+        size += len(chunk)
+    if group:
+        out.append(group[0] if len(group) == 1 else b"".join(group))
+    return out
+
+
+async def limited(seconds: float, awaitable: Awaitable[Any]) -> Any:
+    """``await awaitable`` within ``seconds`` (``TimeoutError`` otherwise)."""
+    with anyio.fail_after(seconds):
+        return await awaitable
+
+
+@dataclass
+class ServerQuirks:
+    """Extensions found missing on this server; learnt on first use, warned about once."""
+
+    fsync: bool = True
+    posix_rename: bool = True
+
+
+async def rename_into_place(
+    sftp: asyncssh.SFTPClient, tmp: str, final: str, quirks: ServerQuirks
+) -> None:
+    """Atomic ``posix-rename@openssh.com``; remove-then-rename on servers without it."""
+    if quirks.posix_rename:
+        try:
+            await sftp.posix_rename(tmp, final)
+            return
+        except asyncssh.SFTPOpUnsupported:
+            quirks.posix_rename = False
+            logger.warning("the server lacks posix-rename@openssh.com: replacing is not atomic")
+    with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+        await sftp.remove(final)
+    await sftp.rename(tmp, final)
+
+
+class SftpTempWriter(TempWriter):
+    """A temporary file on the server with up to :data:`WINDOW_BYTES` of writes in flight."""
+
+    def __init__(
+        self,
+        session: Session,
+        channel: asyncssh.SFTPClient,
+        file: asyncssh.SFTPClientFile,
+        final: str,
+        where: str,
+        offset: int,
+        timeout: float,
+        quirks: ServerQuirks,
+    ) -> None:
+        self.session = session
+        self.channel = channel
+        self.file = file
+        self.final = final
+        self.tmp = tmp_path(final)
+        self.where = where
+        self.offset = offset
+        self.timeout = timeout
+        self.quirks = quirks
+        self.write_len = max(SAFE_WRITE, channel.limits.max_write_len)
+        self._depth = max(4, WINDOW_BYTES // self.write_len)
+        self._pending: deque[tuple[str, asyncio.Future[Any]]] = deque()
+        self._done = False
+        self._in_flight = 0
+        self._clock = asyncio.get_running_loop().time
+
+    @classmethod
+    async def open(
+        cls,
+        session: Session,
+        final: str,
+        where: str,
+        *,
+        offset: int = 0,
+        time_limit: float,
+        quirks: ServerQuirks,
+    ) -> SftpTempWriter:
+        """Create (truncate) the temporary file, or with ``offset`` continue the existing one."""
+        channel = session.channel()
+        flags = asyncssh.FXF_WRITE | (0 if offset else asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC)
+        attrs = asyncssh.SFTPAttrs(permissions=0o600)
+        file = await limited(
+            time_limit, channel.open(tmp_path(final), flags, attrs, encoding=None, block_size=0)
+        )
+        return cls(session, channel, file, final, where, offset, time_limit, quirks)
+
+    async def write(self, data: bytes | memoryview) -> None:
+        if len(data) <= self.write_len:
+            await self._send(data if isinstance(data, bytes) else data.tobytes())
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), self.write_len):
+            await self._send(view[start : start + self.write_len].tobytes())
+
+    async def _send(self, data: bytes) -> None:
+        if len(self._pending) >= self._depth:
+            await self._settle_oldest()
+        self._submit("write", self.file.write(data, self.offset))
+        self.offset += len(data)
+
+    def _submit(self, action: str, request: Awaitable[Any]) -> None:
+        future = asyncio.ensure_future(request)
+        future.add_done_callback(self._progressed)
+        self._pending.append((action, future))
+        self._in_flight += 1
+        self.session.streams.setdefault(self, self._clock())
+
+    def _progressed(self, _: object) -> None:
+        # Feeds the session's stall watch instead of a timeout scope per request.
+        self._in_flight -= 1
+        if self._in_flight:
+            self.session.streams[self] = self._clock()
+        else:
+            self.session.streams.pop(self, None)
+
+    async def _settle_oldest(self) -> None:
+        action, future = self._pending.popleft()
+        try:
+            await future
+        except asyncssh.SFTPOpUnsupported:
+            if action != "flush":
+                raise
+            self.quirks.fsync = False
+            logger.warning("the server lacks fsync@openssh.com: files are not flushed to disk")
+        except Exception as exc:
+            raise await self._failure(exc, action) from None
+
+    async def commit(self, *, mode: int | None, mtime_ns: int | None) -> int:
+        fields: dict[str, int] = {}
+        if mode is not None:
+            fields["permissions"] = stat_module.S_IMODE(mode)
+        if mtime_ns is not None:
+            fields["atime"] = fields["mtime"] = mtime_ns // 1_000_000_000
+        if fields:
+            self._submit("set metadata of", self.file.setstat(asyncssh.SFTPAttrs(**fields)))
+        if self.quirks.fsync:
+            self._submit("flush", self.file.fsync())
+        self._submit("close", self.file.close())
+        while self._pending:
+            await self._settle_oldest()
+        try:
+            with anyio.fail_after(self.timeout):
+                await rename_into_place(self.channel, self.tmp, self.final, self.quirks)
+                self._done = True
+                if mtime_ns is None:
+                    return mtime_ns_of(await self.channel.lstat(self.final))
+        except Exception as exc:
+            raise await self._failure(exc, "rename into place") from None
+        return fields["mtime"] * 1_000_000_000
+
+    async def _failure(self, exc: Exception, action: str) -> FinalcopyError:
+        """The finalcopy error for ``exc``; diagnoses OpenSSH's bare "Failure" where it can."""
+        if is_connection_error(exc) or not self.session.alive:
+            return ConnectionLostError(f"{describe_ssh_error(exc)} ({action} '{self.where}')")
+        if not isinstance(exc, asyncssh.SFTPError):
+            raise exc
+        if isinstance(exc, asyncssh.SFTPFailure):
+            # sftp-server reports ENOSPC, EDQUOT, EISDIR… all as "Failure".
+            with contextlib.suppress(Exception):
+                if action == "write":
+                    vfs = await limited(5, self.channel.statvfs(posixpath.dirname(self.tmp)))
+                    free = vfs.bavail * vfs.frsize
+                    if free < WINDOW_BYTES:
+                        return NoSpaceError(
+                            f"cannot write '{self.where}': no space left on the server "
+                            f"({free} bytes free)"
+                        )
+                elif (
+                    action == "rename into place"
+                    and kind_of(await limited(5, self.channel.lstat(self.final))) == "dir"
+                ):
+                    return DestinationError(
+                        f"cannot replace '{self.where}': a folder of that name is in the way"
+                    )
+        return map_sftp_error(exc, action, self.where)
+
+    async def discard(self) -> None:
+        """Drop the requests in flight but keep the partial file, to resume it. Never raises."""
+        pending = [future for _, future in self._pending]
+        self._pending.clear()
+        self.session.streams.pop(self, None)
+        for future in pending:
+            future.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        await self.discard()
+        if not self.session.alive:
+            return  # the partial file stays; a later run resumes or replaces it
+        with anyio.CancelScope(shield=True), anyio.move_on_after(min(10, self.timeout)):
+            with contextlib.suppress(Exception):
+                await self.file.close()
+            with contextlib.suppress(Exception):
+                await self.channel.remove(self.tmp)

@@ -1,0 +1,559 @@
+"""The SFTP backend against a real OpenSSH sshd: copies, verification, host keys, faults.
+
+The server runs on this machine, so the remote folder is also a local path:
+tests look at it directly (and run ``b3sum -c`` there, as an operator would).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from finalcopy.backends import Backend, DestinationOptions, FileTransfer, open_backend
+from finalcopy.backends.base import is_temp_name, temp_name
+from finalcopy.engine import CopyOptions, copy_tree, verify_tree
+from finalcopy.engine.events import Event, FileFinished
+from finalcopy.engine.source import FileChunkSource
+from finalcopy.errors import (
+    DestinationUnusable,
+    HostKeyError,
+    NoSpaceError,
+    PermissionDeniedError,
+)
+from finalcopy.hashing import get_algorithm
+from tests.conftest import make_tree, run_cli, tree_content
+from tests.support.sshd import SshServer
+from tests.support.users import LocalUser
+
+MiB = 1024 * 1024
+BLAKE3 = get_algorithm("blake3")
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def url(server: SshServer, path: Path | str, user: str | None = None) -> str:
+    return f"sftp://{user or server.user}@{server.host}:{server.port}{path}"
+
+
+def options(server: SshServer, tmp_path: Path, **changes: object) -> DestinationOptions:
+    """Key and known_hosts from the fixture; an empty SSH configuration (not ~/.ssh/config)."""
+    empty = tmp_path / "empty_ssh_config"
+    empty.touch()
+    base: dict[str, object] = {
+        "identity_file": server.client_key,
+        "known_hosts": server.known_hosts,
+        "ssh_config": empty,
+        "timeout": 30.0,
+    }
+    return DestinationOptions(**{**base, **changes})  # type: ignore[arg-type]
+
+
+async def open_remote(server: SshServer, tmp_path: Path, root: Path, **changes: object) -> Backend:
+    return await open_backend(url(server, root), options(server, tmp_path, **changes))
+
+
+def leftovers(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if is_temp_name(p.name)]
+
+
+def sample_tree(root: Path) -> dict[str, bytes]:
+    files = {f"projet/docs/clip{i}.mp4": os.urandom(i * 50_000 + 1) for i in range(6)}
+    files |= {f"projet/logs/run{i}.log": f"line {i}\n".encode() * i for i in range(20)}
+    files["projet/docs/big.mov"] = os.urandom(3 * MiB + 12345)
+    files["empty"] = b""
+    make_tree(root, files)
+    return files
+
+
+def ssh_home(tmp_path: Path, server: SshServer) -> dict[str, str]:
+    """Environment for the CLI: a HOME whose ~/.ssh/config is the fixture's, and no agent."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.copy(server.ssh_config, home / ".ssh" / "config")
+    return {"HOME": str(home), "SSH_AUTH_SOCK": ""}
+
+
+# -- copying and verifying ---------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_copy_is_checkable_with_b3sum_on_the_server(
+    sshd_server: SshServer, tmp_path: Path
+) -> None:
+    files = sample_tree(tmp_path / "src")
+    remote = tmp_path / "remote"
+    async with await open_remote(sshd_server, tmp_path, remote) as backend:
+        assert "hashing on the server" in backend.strategy, backend.strategy
+        assert "blake3" in backend.capabilities.remote_hashes
+        report = await copy_tree(tmp_path / "src", backend, CopyOptions(), dest="dst")
+    assert report.ok, report.failed
+    assert report.copied == len(files)
+    assert tree_content(remote / "dst") == files
+    assert leftovers(remote) == []
+    check = await anyio.run_process(
+        ["b3sum", "-c", ".finalcopy/manifest.blake3"], cwd=remote / "dst", check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.decode().count(": OK") == len(files)
+
+
+@pytest.mark.anyio
+async def test_rerun_skips_everything_and_remote_verify_catches_corruption(
+    sshd_server: SshServer, tmp_path: Path
+) -> None:
+    files = sample_tree(tmp_path / "src")
+    remote = tmp_path / "remote"
+    async with await open_remote(sshd_server, tmp_path, remote) as backend:
+        first = await copy_tree(tmp_path / "src", backend, CopyOptions(algorithm="sha256"))
+        again = await copy_tree(tmp_path / "src", backend, CopyOptions(algorithm="sha256"))
+        assert first.ok and again.ok
+        assert (again.copied, again.skipped, again.bytes_copied) == (0, len(files), 0)
+
+        verified = await verify_tree(backend)
+        assert verified.ok and verified.checked == len(files), verified.to_dict()
+
+        victim = remote / "projet/docs/big.mov"
+        with victim.open("r+b") as f:  # flip one byte, keep size and mtime
+            f.seek(2 * MiB)
+            byte = f.read(1)
+            f.seek(2 * MiB)
+            f.write(bytes([byte[0] ^ 0x40]))
+        (remote / "projet/logs/run3.log").unlink()
+        verified = await verify_tree(backend)
+    assert verified.changed == ["projet/docs/big.mov"]
+    assert verified.missing == ["projet/logs/run3.log"]
+    assert not verified.ok
+
+
+@pytest.mark.anyio
+async def test_every_algorithm_is_hashed_on_the_server_or_read_back(
+    sshd_server: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same copy verifies with server-side tools and, without them, by reading back."""
+    import finalcopy.backends.sftp_connect as sftp_connect
+
+    files = sample_tree(tmp_path / "src")
+    for tools, expected in ((True, "hashing on the server"), (False, "read back over SFTP")):
+        if not tools:  # a server whose shell knows none of the hash commands
+            monkeypatch.setattr(sftp_connect, "detect_command", lambda: "true")
+        remote = tmp_path / f"remote-{tools}"
+        async with await open_remote(sshd_server, tmp_path, remote) as backend:
+            assert expected in backend.strategy
+            for name in ("blake3", "sha256", "xxh128"):
+                report = await copy_tree(
+                    tmp_path / "src", backend, CopyOptions(algorithm=name), dest=name
+                )
+                assert report.ok, (name, tools, report.failed)
+                assert (await verify_tree(backend, name)).ok
+        assert tree_content(remote / "xxh128") == files
+
+
+@pytest.mark.anyio
+async def test_odd_names_and_symlinks(sshd_server: SshServer, tmp_path: Path) -> None:
+    names = ["it's here", "-dash", "back\\slash", "new\nline", "été/ünïcödé", "sp ace/$(x)`y`"]
+    files = {name: name.encode() * 1000 for name in names}
+    make_tree(tmp_path / "src", files)
+    (tmp_path / "src" / "link").symlink_to("it's here")
+    remote = tmp_path / "remote"
+    async with await open_remote(sshd_server, tmp_path, remote) as backend:
+        report = await copy_tree(tmp_path / "src", backend, CopyOptions())
+        assert report.ok, report.failed
+        assert (await verify_tree(backend)).ok
+    assert tree_content(remote) == files
+    assert os.readlink(remote / "link") == "it's here"
+
+
+# -- faults -------------------------------------------------------------------------------
+
+
+class _Gate:
+    """A content inspector that stops the copy once, after ``at`` bytes, until released.
+
+    Inspectors run in the reading thread on every chunk (see
+    ``CopyOptions.inspectors``), so the test can drop the connection at a
+    known point of the transfer.
+    """
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def factory(self) -> _GateInspector:
+        return _GateInspector(self)
+
+
+class _GateInspector:
+    def __init__(self, gate: _Gate) -> None:
+        self.gate = gate
+        self.seen = 0
+
+    def feed(self, chunk: memoryview) -> None:
+        self.seen += len(chunk)
+        if self.seen >= self.gate.at and not self.gate.reached.is_set():
+            self.gate.reached.set()
+            self.gate.release.wait(30)
+
+    def finish(self) -> None:
+        pass
+
+
+def _big_file(path: Path, size: int) -> None:
+    """Sparse, with random blocks: cheap to make, yet a wrong offset changes the hash."""
+    with path.open("wb") as f:
+        f.truncate(size)
+        for offset in range(0, size, 8 * MiB):
+            f.seek(offset)
+            f.write(os.urandom(256 * 1024))
+
+
+@pytest.mark.anyio
+async def test_killed_connection_resumes_from_the_proven_offset(
+    sshd_server: SshServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    size = 96 * MiB
+    _big_file(src / "video.mp4", size)
+    remote = tmp_path / "remote"
+    partial = remote / temp_name("video.mp4")
+    gate = _Gate(at=40 * MiB)
+    events: list[Event] = []
+    retries: list[tuple[str, int, str]] = []
+
+    async def drop_connection_mid_file() -> None:
+        await anyio.to_thread.run_sync(gate.reached.wait, 30)
+        # Let the writes in flight land, then kill every sshd session process.
+        previous = -1
+        while (current := partial.stat().st_size) != previous or current == 0:
+            previous = current
+            await anyio.sleep(0.2)
+        await anyio.to_thread.run_sync(sshd_server.kill_sessions)
+        gate.release.set()
+
+    caplog.set_level(logging.WARNING, logger="finalcopy.sftp")
+    copy_options = CopyOptions(inspectors=lambda path: gate.factory)
+    async with await open_remote(sshd_server, tmp_path, remote) as backend:
+        backend.on_retry = lambda *args: retries.append(args)  # type: ignore[attr-defined]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drop_connection_mid_file)
+            report = await copy_tree(src, backend, copy_options, events=events.append)
+    assert report.ok, report.failed
+    assert (remote / "video.mp4").read_bytes() == (src / "video.mp4").read_bytes()
+    assert leftovers(remote) == []
+    (done,) = [e for e in events if isinstance(e, FileFinished)]
+    assert done.outcome == "resumed"
+    assert retries and retries[0][0].endswith("video.mp4")
+    assert any("reconnecting" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_interrupted_copy_removes_its_temporary_files(
+    sshd_server: SshServer, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _big_file(src / "video.mp4", 32 * MiB)
+    make_tree(src, {f"small{i}.txt": b"s" * i for i in range(20)})
+    remote = tmp_path / "remote"
+    gate = _Gate(at=8 * MiB)
+    cancel = threading.Event()
+
+    async def interrupt_mid_file() -> None:
+        await anyio.to_thread.run_sync(gate.reached.wait, 30)
+        cancel.set()
+        gate.release.set()
+
+    copy_options = CopyOptions(inspectors=lambda path: gate.factory if "video" in path else None)
+    backend = await open_remote(sshd_server, tmp_path, remote)
+    async with backend, anyio.create_task_group() as tg:
+        tg.start_soon(interrupt_mid_file)
+        report = await copy_tree(src, backend, copy_options, cancel=cancel)
+    assert report.interrupted
+    assert not (remote / "video.mp4").exists()
+    assert leftovers(remote) == []
+
+
+@pytest.mark.anyio
+async def test_partial_file_of_an_earlier_run_is_continued_or_replaced(
+    sshd_server: SshServer, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    data = os.urandom(6 * MiB)
+    (src / "a.bin").write_bytes(data)
+    (src / "b.bin").write_bytes(data[::-1])
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / temp_name("a.bin")).write_bytes(data[: 4 * MiB])  # a good prefix
+    (remote / temp_name("b.bin")).write_bytes(b"garbage" * 1000)  # a wrong one
+    async with await open_remote(sshd_server, tmp_path, remote) as backend:
+        transfers = [
+            FileTransfer(
+                path=name,
+                source=FileChunkSource(src / name, len(data), BLAKE3, 64 * 1024, threading.Event()),
+                mode=0o644,
+                mtime_ns=1_700_000_000_000_000_000,
+                readback=True,
+            )
+            for name in ("a.bin", "b.bin")
+        ]
+        await backend.put_files(transfers, BLAKE3)
+    for transfer in transfers:
+        transfer.source.close()  # type: ignore[attr-defined]
+    good, bad = transfers
+    assert good.error is None and bad.error is None
+    assert (good.resumed_from, bad.resumed_from) == (4 * MiB, 0)
+    for transfer in transfers:
+        assert transfer.readback_digest == transfer.source.digest()  # type: ignore[attr-defined]
+    assert (remote / "a.bin").read_bytes() == data
+    assert (remote / "b.bin").read_bytes() == data[::-1]
+    assert leftovers(remote) == []
+
+
+@pytest.mark.anyio
+async def test_server_down_is_a_clear_unusable_destination(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dest = f"sftp://nobody@127.0.0.1:{port}{tmp_path}"
+    with pytest.raises(DestinationUnusable, match=rf"cannot connect to .*127\.0\.0\.1:{port}"):
+        await open_backend(dest, DestinationOptions(retry_attempts=2, timeout=5))
+
+
+# -- host keys ------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_unknown_host_key_is_refused_with_its_fingerprint(
+    sshd_server: SshServer, tmp_path: Path
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    remote = tmp_path / "remote"
+    with pytest.raises(HostKeyError) as info:
+        await open_remote(sshd_server, tmp_path, remote, known_hosts=known_hosts)
+    message = str(info.value)
+    assert sshd_server.host_key_fingerprint in message
+    assert "unknown" in message and "--accept-new-host-key" in message
+    assert not remote.exists()
+    assert known_hosts.read_text() == ""
+
+
+@pytest.mark.anyio
+async def test_accept_new_host_key_records_it_once(sshd_server: SshServer, tmp_path: Path) -> None:
+    known_hosts = tmp_path / "ssh" / "known_hosts"  # the folder does not exist yet
+    remote = tmp_path / "remote"
+    backend = await open_remote(
+        sshd_server, tmp_path, remote, known_hosts=known_hosts, accept_new_host_key=True
+    )
+    async with backend:
+        await backend.prepare()
+    lines = known_hosts.read_text().splitlines()
+    assert lines == [
+        f"[{sshd_server.host}]:{sshd_server.port} "
+        + " ".join(sshd_server.known_hosts.read_text().split()[1:3])
+    ]
+    # Now known: a plain connection (no accept-new) succeeds and records nothing more.
+    async with await open_remote(sshd_server, tmp_path, remote, known_hosts=known_hosts):
+        pass
+    assert known_hosts.read_text().splitlines() == lines
+
+
+@pytest.mark.anyio
+async def test_changed_host_key_is_refused_even_with_accept_new(
+    sshd_server: SshServer, tmp_path: Path
+) -> None:
+    other_key = sshd_server.client_key.with_suffix(".pub").read_text().split()
+    known_hosts = tmp_path / "known_hosts"
+    stale = f"[{sshd_server.host}]:{sshd_server.port} {other_key[0]} {other_key[1]}\n"
+    known_hosts.write_text(stale)
+    with pytest.raises(HostKeyError) as info:
+        await open_remote(
+            sshd_server, tmp_path, tmp_path / "remote", known_hosts=known_hosts,
+            accept_new_host_key=True,
+        )  # fmt: skip
+    assert "CHANGED" in str(info.value)
+    assert sshd_server.host_key_fingerprint in str(info.value)
+    assert known_hosts.read_text() == stale
+    assert not (tmp_path / "remote").exists()
+
+
+# -- refusals by the server -------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_permission_denied_is_reported_clearly(
+    sshd_server: SshServer, unprivileged_user: LocalUser, public_tmp_path: Path, tmp_path: Path
+) -> None:
+    locked = public_tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    locked.chmod(0o555)  # owned by root: fcnobody may enter but not create
+    config = {"ssh_config": sshd_server.ssh_config, "identity_file": None, "known_hosts": None}
+    alias = f"{SshServer.alias}-{unprivileged_user.name}"
+
+    backend = await open_backend(
+        f"{alias}:{locked / 'dest'}", options(sshd_server, tmp_path, **config)
+    )
+    async with backend:
+        with pytest.raises(DestinationUnusable, match=r"(?i)permission denied"):
+            await backend.prepare()
+    assert not (locked / "dest").exists()
+
+    # A writable root with one read-only folder: that file fails, the others are copied.
+    writable = public_tmp_path / "writable"
+    (writable / "ro").mkdir(parents=True)
+    for path in (writable, writable / "ro"):
+        os.chown(path, unprivileged_user.uid, unprivileged_user.gid)
+    (writable / "ro").chmod(0o555)  # fcnobody's own, but without write permission
+    make_tree(tmp_path / "src", {"ok.txt": b"fine", "ro/blocked.txt": b"no"})
+    backend = await open_backend(f"{alias}:{writable}", options(sshd_server, tmp_path, **config))
+    async with backend:
+        report = await copy_tree(tmp_path / "src", backend, CopyOptions())
+    assert list(report.failed) == ["ro/blocked.txt"]
+    assert "ermission denied" in report.failed["ro/blocked.txt"]
+    assert (writable / "ok.txt").read_bytes() == b"fine"
+    assert leftovers(writable) == []
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs: {result.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.mark.anyio
+async def test_full_disk_fails_the_file_and_removes_the_partial(
+    sshd_server: SshServer, tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    make_tree(tmp_path / "src", {"big.bin": os.urandom(6 * MiB), "small.txt": b"fits"})
+    with small_tmpfs(tmp_path / "tiny", "2m") as tiny:
+        async with await open_remote(sshd_server, tmp_path, tiny) as backend:
+            small, big = [
+                FileTransfer(
+                    path=name,
+                    source=FileChunkSource(
+                        tmp_path / "src" / name,
+                        (tmp_path / "src" / name).stat().st_size,
+                        BLAKE3,
+                        64 * 1024,
+                        threading.Event(),
+                    ),
+                    mode=0o644,
+                    mtime_ns=0,
+                )
+                for name in ("small.txt", "big.bin")
+            ]
+            await backend.put_files([small], BLAKE3)
+            await backend.put_files([big], BLAKE3)
+            big.source.close()  # type: ignore[attr-defined]
+        assert isinstance(big.error, NoSpaceError), big.error
+        assert "no space left" in str(big.error) and "big.bin" in str(big.error)
+        assert small.error is None and (tiny / "small.txt").read_bytes() == b"fits"
+        assert leftovers(tiny) == [] and not (tiny / "big.bin").exists()
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def test_cli_copy_and_verify_through_an_ssh_config_alias(
+    sshd_server: SshServer, tmp_path: Path
+) -> None:
+    files = sample_tree(tmp_path / "src")
+    remote = tmp_path / "remote"
+    env = ssh_home(tmp_path, sshd_server)
+    dest = f"{SshServer.alias}:{remote}"
+    result = run_cli("copy", tmp_path / "src", dest, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"copied {len(files)} file(s)" in result.stdout
+    assert tree_content(remote) == files
+
+    assert run_cli("verify", dest, env=env).returncode == 0
+    (remote / "projet/logs/run5.log").write_bytes(b"tampered")
+    result = run_cli("verify", dest, env=env)
+    assert result.returncode == 1
+    assert "changed: projet/logs/run5.log" in result.stdout
+
+
+def test_cli_with_explicit_key_and_known_hosts(sshd_server: SshServer, tmp_path: Path) -> None:
+    make_tree(tmp_path / "src", {"a.txt": b"a", "d/b.bin": os.urandom(100_000)})
+    env = {"HOME": str(tmp_path / "empty-home"), "SSH_AUTH_SOCK": ""}
+    flags = [
+        "--identity",
+        str(sshd_server.client_key),
+        "--known-hosts",
+        str(sshd_server.known_hosts),
+    ]
+    dest = url(sshd_server, tmp_path / "remote")
+    result = run_cli("copy", tmp_path / "src", dest, *flags, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "remote/d/b.bin").read_bytes() == (tmp_path / "src/d/b.bin").read_bytes()
+
+    empty = tmp_path / "known_hosts.empty"
+    empty.write_text("")
+    result = run_cli(
+        "copy", tmp_path / "src", url(sshd_server, tmp_path / "other"),
+        "--identity", sshd_server.client_key, "--known-hosts", empty, env=env,
+    )  # fmt: skip
+    assert result.returncode == 3
+    assert result.stderr.startswith("finalcopy: error: ")
+    assert sshd_server.host_key_fingerprint in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "other").exists()
+
+
+def test_cli_refuses_a_server_login_it_cannot_make(sshd_server: SshServer, tmp_path: Path) -> None:
+    make_tree(tmp_path / "src", {"a.txt": b"a"})
+    stranger = tmp_path / "stranger_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    result = run_cli(
+        "copy", tmp_path / "src", url(sshd_server, tmp_path / "remote"),
+        "--identity", stranger, "--known-hosts", sshd_server.known_hosts, "--retries", "1",
+        env={"HOME": str(tmp_path / "empty-home"), "SSH_AUTH_SOCK": ""},
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "refused the login" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.anyio
+async def test_permission_errors_map_to_permission_denied(
+    sshd_server: SshServer, unprivileged_user: LocalUser, public_tmp_path: Path, tmp_path: Path
+) -> None:
+    """The exception type, not only the text: the engine decides on it."""
+    locked = public_tmp_path / "locked2"
+    locked.mkdir()
+    locked.chmod(0o555)
+    alias = f"{SshServer.alias}-{unprivileged_user.name}"
+    config = {"ssh_config": sshd_server.ssh_config, "identity_file": None, "known_hosts": None}
+    async with await open_backend(
+        f"{alias}:{public_tmp_path}", options(sshd_server, tmp_path, **config)
+    ) as backend:
+        with pytest.raises(PermissionDeniedError):
+            await backend.write_bytes("locked2/x", b"x")
+        with pytest.raises(PermissionDeniedError):
+            await backend.makedirs(["locked2/sub"])
