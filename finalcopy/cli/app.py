@@ -301,6 +301,7 @@ def copy(
         retries,
         timeout,
         jobs,
+        ssh_config,
     )
     renderer = make_renderer(json_output, verbose > 0)
 
