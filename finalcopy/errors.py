@@ -106,10 +106,13 @@ def unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
     line, not an exception-group traceback.
     """
     pending: list[BaseException] = [group]
+    leaves: list[BaseException] = []
     while pending:
         exc = pending.pop(0)
         if isinstance(exc, BaseExceptionGroup):
             pending.extend(exc.exceptions)
         elif isinstance(exc, FinalcopyError):
             return exc
-    return group
+        else:
+            leaves.append(exc)
+    return leaves[0] if len({type(leaf) for leaf in leaves}) == 1 else group

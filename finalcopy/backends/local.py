@@ -10,7 +10,7 @@ import contextlib
 import errno
 import os
 import stat as stat_module
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,6 +60,29 @@ def _write_all(fd: int, data: memoryview | bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _write_coalesced(fd: int, read_chunk: Callable[[], memoryview], size: int) -> None:
+    """Write what ``read_chunk`` returns in writes of up to ``size`` bytes.
+
+    On FUSE every write() costs the daemon a getxattr("security.capability")
+    round trip besides the data (ntfs-3g: 1 per write against 16 for the
+    data of a 64 KiB chunk), so fewer, larger writes spare it that work.
+    """
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    filled = 0
+    while chunk := read_chunk():
+        if filled + len(chunk) > size and filled:
+            _write_all(fd, view[:filled])
+            filled = 0
+        if len(chunk) >= size:
+            _write_all(fd, chunk)
+            continue
+        view[filled : filled + len(chunk)] = chunk
+        filled += len(chunk)
+    if filled:
+        _write_all(fd, view[:filled])
+
+
 def drop_cache(fd: int) -> None:
     """Ask the kernel to forget clean cached pages so the next read hits the device."""
     # Advisory only: some FUSE and network file systems refuse it.
@@ -77,6 +100,8 @@ def hash_path(path: str | Path, algorithm: Algorithm) -> str:
         drop_cache(f.fileno())
         while n := f.readinto(buf):
             hasher.update(view[:n])
+            if n < len(buf):
+                break  # a short read of a regular file is its end
     return hasher.hexdigest()
 
 
@@ -92,9 +117,12 @@ class LocalBackend(Backend):
         root: Path,
         *,
         posix_metadata: bool = True,
+        write_buffer: int = 0,
         limiter: anyio.CapacityLimiter | None = None,
     ) -> None:
         self.base = root
+        self.write_buffer = write_buffer
+        """Gather chunks into writes of this many bytes (0: write each chunk as read)."""
         self.root = str(root)
         self.capabilities = Capabilities(posix_metadata=posix_metadata, local_path=True)
         self.strategy = "local POSIX: mode and mtime preserved"
@@ -314,8 +342,11 @@ class LocalBackend(Backend):
         try:
             read_chunk = transfer.source.read_chunk
             fd = writer.fd
-            while chunk := read_chunk():
-                _write_all(fd, chunk)
+            if self.write_buffer:
+                _write_coalesced(fd, read_chunk, self.write_buffer)
+            else:
+                while chunk := read_chunk():
+                    _write_all(fd, chunk)
             transfer.dest_mtime_ns = writer.commit_blocking(transfer.mode, transfer.mtime_ns)
         except OSError as exc:
             writer.abort_blocking()

@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 some files failed or differ, 2 usage error,
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import sys
@@ -375,7 +376,12 @@ def root(
 
 def main() -> Any:
     """Console-script entry point."""
-    return app()
+    try:
+        return app()
+    except BrokenPipeError:
+        # The reader went away (`finalcopy copy … | head`): stop quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_FAILED)
 
 
 from finalcopy.cli import pipeline as _pipeline  # noqa: E402,F401  (registers run and demo)

@@ -5,7 +5,9 @@ Renderers are event sinks; they hold no logic beyond presentation.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +44,30 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+class Output:
+    """A text stream that survives its reader going away (``finalcopy … | head``).
+
+    The copy goes on and its summary still decides the exit code; only the
+    printing stops. Aborting a half-done copy because a pager closed would be
+    worse than staying quiet.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.closed = False
+
+    def write(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            self.closed = True
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+
+
 class Renderer(Protocol):
     def __call__(self, event: Event) -> None: ...
 
@@ -57,7 +83,7 @@ class JsonRenderer:
     """One JSON object per line on stdout; progress at most twice a second."""
 
     def __init__(self, out: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
-        self.out = out or sys.stdout
+        self.out = Output(out)
         self.clock = clock
         self.last_progress = 0.0
 
@@ -65,7 +91,7 @@ class JsonRenderer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.out.flush()
+        pass
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, BytesProgress):
@@ -77,7 +103,6 @@ class JsonRenderer:
 
     def emit(self, data: dict[str, Any]) -> None:
         self.out.write(json.dumps(data, ensure_ascii=False) + "\n")
-        self.out.flush()
 
     def summary(self, data: dict[str, Any], lines: list[str]) -> None:
         self.emit({"kind": "summary", **data})
@@ -94,7 +119,7 @@ class PlainRenderer:
         interval: float = 10.0,
     ) -> None:
         self.verbose = verbose
-        self.out = out or sys.stdout
+        self.out = Output(out)
         self.clock = clock
         self.interval = interval
         self.last = clock()
@@ -103,11 +128,10 @@ class PlainRenderer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.out.flush()
+        pass
 
     def line(self, text: str) -> None:
         self.out.write(text + "\n")
-        self.out.flush()
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, PlanReady):
