@@ -1,108 +1,301 @@
-"""Choose between the POSIX and the no-metadata strategy for a local destination.
+"""Local destinations that cannot keep POSIX metadata: NTFS via FUSE, FAT, exFAT.
 
-On fuseblk/NTFS (and vfat, exfat) chmod and utime fail with EPERM or are
-silently ignored, so the no-metadata mode never calls them. The choice comes
-from the file system type of the nearest existing ancestor, then from a probe.
+On such a file system ``chmod``/``utime`` fail with EPERM (a disk mounted
+with ``uid=``/``gid=`` for another user) or succeed and change nothing (root
+on a default ntfs-3g mount: every mode reads 0777). ``shutil.copy2`` and
+``rsync -a`` then print a warning per file or fail, which is why the seed
+chained rsync → cp → Python. Here the choice is made once, before copying:
+
+1. ``--metadata posix`` / ``none`` force it;
+2. the file system type of the nearest existing ancestor (mount table, else
+   ``statfs``) in :data:`NO_METADATA_FS_TYPES` → no-metadata;
+3. otherwise a probe file in that ancestor: chmod and utime refused, or
+   ignored (the mode or time does not change) → no-metadata;
+4. otherwise the POSIX backend.
+
+The no-metadata backend (:class:`NtfsBackend`) never calls chmod, fchmod,
+utime or chown; it still writes to a temporary name, fsyncs and renames over
+the final name (ntfs-3g supports all three, including a rename over an
+existing file), and it applies the Windows name rules of
+:mod:`finalcopy.backends.ntfs_names` before a byte is copied.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import anyio.to_thread
 
-from finalcopy.backends.base import Backend, temp_name
+from finalcopy.backends.base import Backend, Capabilities, temp_name
 from finalcopy.backends.local import LocalBackend
-from finalcopy.backends.registry import DestinationOptions
+from finalcopy.backends.ntfs_names import check_names, encode_path
+from finalcopy.backends.registry import DestinationOptions, MetadataMode, NameMode
+
+__all__ = [
+    "NO_METADATA_FS_TYPES",
+    "NtfsBackend",
+    "Strategy",
+    "choose_strategy",
+    "filesystem_type",
+    "open_local_backend",
+    "probe_metadata",
+    "probe_symlinks",
+]
 
 log = logging.getLogger(__name__)
 
-NO_METADATA_FS_TYPES = frozenset({"fuseblk", "ntfs", "ntfs3", "vfat", "exfat", "msdos"})
+NO_METADATA_FS_TYPES = frozenset(
+    {
+        "fuseblk",  # ntfs-3g and exfat-fuse on a block device
+        "fuse.ntfs-3g",
+        "fuse.lowntfs-3g",
+        "fuse.exfat",
+        "ntfs",
+        "ntfs3",
+        "vfat",
+        "msdos",
+        "exfat",
+    }
+)
+
+# statfs(2) magic numbers, for when no mount table is readable. FUSE is
+# ambiguous (sshfs is FUSE too), so it only names the type and the probe decides.
+_STATFS_MAGIC = {
+    0x65735546: "fuse",
+    0x4D44: "msdos",
+    0x2011BAB0: "exfat",
+    0x5346544E: "ntfs",
+    0x7366746E: "ntfs3",
+}
+
+# A time every file system above can hold exactly: whole, even seconds (FAT
+# keeps 2 s steps), after 1980 (FAT's epoch).
+_PROBE_MTIME_NS = 1_600_000_000 * 1_000_000_000
+# Two modes, so a mount whose fixed mode happens to equal one is still caught.
+_PROBE_MODES = (0o640, 0o604)
+_NO_METADATA = "no-metadata: content only, chmod/utime never called"
+#: Bytes per write() on these file systems; see ``local._write_coalesced`` (FUSE round trips).
+WRITE_BUFFER = 1 << 20
 
 
-def _unescape_mount_field(field: str) -> str:
-    # /proc/mounts escapes space, tab, newline and backslash as octal.
-    return field.encode().decode("unicode_escape").encode("latin-1").decode(errors="replace")
+@dataclass(frozen=True)
+class Strategy:
+    """How a local destination is written, and why."""
+
+    posix_metadata: bool
+    reason: str
 
 
-def filesystem_type(path: Path) -> tuple[str, Path]:
-    """File system type and mount point of the nearest existing ancestor of ``path``."""
+def _nearest_existing(path: Path) -> Path:
     target = path.absolute()
     while not target.exists() and target != target.parent:
         target = target.parent
-    target = target.resolve()
-    best: tuple[str, Path] = ("unknown", Path("/"))
+    return target
+
+
+def _unescape_mount_field(field: str) -> str:
+    # The kernel writes space, tab, newline and backslash as \ooo octal escapes.
+    raw = field.encode("utf-8", "surrogateescape")
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        octal = raw[i + 1 : i + 4]
+        if raw[i] == 0x5C and len(octal) == 3 and all(0x30 <= b <= 0x37 for b in octal):
+            out.append(int(octal, 8))
+            i += 4
+        else:
+            out.append(raw[i])
+            i += 1
+    return out.decode("utf-8", "surrogateescape")
+
+
+def _from_mountinfo(target: Path) -> tuple[str, Path] | None:
+    """Type and mount point of ``target``'s file system: same device first, then longest prefix."""
     try:
-        lines = Path("/proc/mounts").read_text().splitlines()
+        lines = Path("/proc/self/mountinfo").read_text("utf-8", "surrogateescape").splitlines()
+        dev = os.stat(target).st_dev
     except OSError:
-        return best
-    best_len = -1
+        return None
+    wanted = f"{os.major(dev)}:{os.minor(dev)}"
+    by_device: list[tuple[str, Path]] = []
+    by_prefix: list[tuple[str, Path]] = []
     for line in lines:
-        fields = line.split()
-        if len(fields) < 3:
+        left, sep, right = line.partition(" - ")
+        fields, after = left.split(), right.split()
+        if not sep or len(fields) < 5 or not after:
             continue
-        mount_point = Path(_unescape_mount_field(fields[1]))
-        if (target == mount_point or mount_point in target.parents) and len(
-            mount_point.parts
-        ) >= best_len:
-            best_len = len(mount_point.parts)
-            best = (fields[2], mount_point)
-    return best
+        mount_point = Path(_unescape_mount_field(fields[4]))
+        if target != mount_point and mount_point not in target.parents:
+            continue
+        entry = (after[0], mount_point)
+        by_prefix.append(entry)
+        if fields[2] == wanted:
+            by_device.append(entry)
+    # Later lines are mounted on top of earlier ones: the last, deepest one wins.
+    for candidates in (by_device, by_prefix):
+        if candidates:
+            return max(reversed(candidates), key=lambda e: len(e[1].parts))
+    return None
+
+
+def _from_statfs(target: Path) -> str | None:
+    """File system type from ``statfs(2)``'s magic number (Linux, glibc/musl)."""
+    libc_name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+    except OSError:
+        return None
+    buffer = ctypes.create_string_buffer(512)  # larger than any struct statfs
+    if libc.statfs(os.fsencode(target), buffer) != 0:
+        return None
+    magic = ctypes.c_ulong.from_buffer(buffer).value & 0xFFFFFFFF  # f_type comes first
+    return _STATFS_MAGIC.get(magic)
+
+
+def filesystem_type(path: Path) -> tuple[str, Path]:
+    """File system type and mount point of the nearest existing ancestor of ``path``.
+
+    ``("unknown", Path("/"))`` when neither the mount table nor ``statfs`` tells.
+    """
+    target = _nearest_existing(path).resolve()
+    found = _from_mountinfo(target)
+    if found is not None:
+        return found
+    return _from_statfs(target) or "unknown", target
 
 
 def probe_metadata(directory: Path) -> str | None:
-    """Try chmod and utime on a scratch file; return why metadata is unusable, or None."""
+    """Try chmod and utime on a scratch file in ``directory``; why they are unusable, or None.
+
+    None also when the scratch file cannot be created: ``prepare`` then says
+    the destination is not writable, which is the clearer message.
+    """
     probe = directory / temp_name(f"metadata-probe-{os.getpid()}")
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.close(fd)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
     except OSError:
-        return None  # unwritable: prepare() will say so with a clearer message
+        return None
     try:
+        for mode in _PROBE_MODES:
+            try:
+                os.chmod(probe, mode)
+            except OSError:
+                return "chmod is refused there"
+            if stat.S_IMODE(os.stat(probe).st_mode) != mode:
+                return "chmod is silently ignored there"
         try:
-            os.chmod(probe, 0o640)
-            os.utime(probe, ns=(1_000_000_000, 1_000_000_000))
-        except OSError as exc:
-            return f"chmod/utime fail there ({exc.strerror})"
-        st = os.stat(probe)
-        if stat.S_IMODE(st.st_mode) != 0o640:
-            return "chmod is silently ignored there"
-        if st.st_mtime_ns != 1_000_000_000:
+            os.utime(probe, ns=(_PROBE_MTIME_NS, _PROBE_MTIME_NS))
+        except OSError:
+            return "utime is refused there"
+        if os.stat(probe).st_mtime_ns != _PROBE_MTIME_NS:
             return "utime is silently ignored there"
         return None
+    except OSError:
+        return None  # the scratch file vanished: no conclusion, keep POSIX
     finally:
         with contextlib.suppress(OSError):
             os.unlink(probe)
 
 
-def choose_strategy(path: Path, metadata: str) -> tuple[bool, str]:
-    """Decide whether POSIX metadata is kept at ``path``; returns (kept, reason)."""
+def probe_symlinks(directory: Path) -> bool:
+    """Whether a symbolic link can be created in ``directory`` (FAT and exFAT: no)."""
+    probe = directory / temp_name(f"symlink-probe-{os.getpid()}")
+    try:
+        os.symlink("finalcopy-symlink-probe", probe)
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return True
+
+
+def choose_strategy(
+    path: Path, metadata: MetadataMode = "auto", *, use_fs_type: bool = True
+) -> Strategy:
+    """Decide whether POSIX metadata is kept at ``path``, and say why.
+
+    ``use_fs_type=False`` skips the file-system-type shortcut so that the
+    probe alone decides (tests use it to prove the probe on a real mount).
+    """
     if metadata == "posix":
-        return True, "local POSIX: mode and mtime preserved (forced by --metadata posix)"
+        return Strategy(True, "local POSIX: mode and mtime preserved (--metadata posix)")
     if metadata == "none":
-        return False, "no-metadata: content only (forced by --metadata none)"
+        return Strategy(False, f"{_NO_METADATA} (--metadata none)")
     fs_type, mount_point = filesystem_type(path)
-    if fs_type in NO_METADATA_FS_TYPES:
-        return False, (
-            f"no-metadata: content only, chmod/utime never called ({mount_point} is {fs_type})"
-        )
-    ancestor = path.absolute()
+    if use_fs_type and fs_type in NO_METADATA_FS_TYPES:
+        return Strategy(False, f"{_NO_METADATA} ({mount_point} is {fs_type})")
+    ancestor = _nearest_existing(path)
     while not ancestor.is_dir() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
-    reason = probe_metadata(ancestor)
-    if reason:
-        return False, f"no-metadata: content only, chmod/utime never called ({reason})"
-    return True, f"local POSIX: mode and mtime preserved ({mount_point} is {fs_type})"
+    problem = probe_metadata(ancestor)
+    if problem:
+        return Strategy(False, f"{_NO_METADATA} ({mount_point} is {fs_type}; probe: {problem})")
+    return Strategy(True, f"local POSIX: mode and mtime preserved ({mount_point} is {fs_type})")
+
+
+class NtfsBackend(LocalBackend):
+    """The no-metadata backend: content only, Windows-safe names.
+
+    Names are checked by :meth:`name_problems` over the whole plan. With
+    ``names="map"`` the offending ones are mapped instead (see
+    :mod:`~finalcopy.backends.ntfs_names`) and :meth:`dest_name` returns the
+    stored form of every path given to the last :meth:`name_problems` call;
+    other paths (the engine's own files) get the context-free mapping.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        reason: str,
+        names: NameMode = "reject",
+        symlinks: bool = True,
+        limiter: anyio.CapacityLimiter | None = None,
+    ) -> None:
+        super().__init__(root, posix_metadata=False, write_buffer=WRITE_BUFFER, limiter=limiter)
+        self.capabilities = Capabilities(posix_metadata=False, symlinks=symlinks, local_path=True)
+        self.names = names
+        how = "mapped reversibly" if names == "map" else "rejected"
+        self.strategy = f"{reason}; names Windows cannot hold are {how}"
+        self._stored: dict[str, str] = {}
+
+    def name_problems(self, paths: Sequence[str]) -> list[str]:
+        check = check_names(paths, map_names=self.names == "map")
+        self._stored = check.stored
+        return check.problems
+
+    def dest_name(self, path: str) -> str:
+        if self.names != "map":
+            return path
+        return self._stored.get(path) or encode_path(path)
+
+
+def _strategy_for(path: Path, metadata: MetadataMode) -> tuple[Strategy, bool]:
+    strategy = choose_strategy(path, metadata)
+    ancestor = _nearest_existing(path)
+    symlinks = strategy.posix_metadata or not ancestor.is_dir() or probe_symlinks(ancestor)
+    return strategy, symlinks
 
 
 async def open_local_backend(path: Path, options: DestinationOptions) -> Backend:
     """Open a local destination with the strategy its file system supports."""
-    kept, reason = await anyio.to_thread.run_sync(choose_strategy, path, options.metadata)
-    backend = LocalBackend(path, posix_metadata=kept)
-    backend.strategy = reason
-    log.info("Destination strategy: %s", reason)
+    strategy, symlinks = await anyio.to_thread.run_sync(_strategy_for, path, options.metadata)
+    backend: LocalBackend
+    if strategy.posix_metadata:
+        backend = LocalBackend(path)
+        backend.strategy = strategy.reason
+    else:
+        backend = NtfsBackend(
+            path, reason=strategy.reason, names=options.ntfs_names, symlinks=symlinks
+        )
+    log.info("Destination strategy: %s", backend.strategy)
     return backend

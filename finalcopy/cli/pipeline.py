@@ -191,7 +191,7 @@ class JsonPipelineRenderer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.json.out.flush()
+        pass
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, ProjectEvent) and isinstance(event.event, BytesProgress):

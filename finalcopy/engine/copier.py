@@ -10,9 +10,10 @@ local backend handles many of them per worker-thread hop.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +65,32 @@ BATCH_BYTES = 4 * MiB
 CHECKPOINT_SECONDS = 2.0
 """How often the state file is rewritten during a run (work lost to a crash is at most this)."""
 PROGRESS_SECONDS = 0.1
+NAMES_NAME = "names.tsv"
+"""In ``DEST/.finalcopy/``: original → stored path of each name the destination mapped."""
+_NAMES_HEADER = "original\tstored\n"
+_NAMES_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def format_names(renamed: Mapping[str, str]) -> bytes:
+    """``original<TAB>stored`` lines under a header, sorted; ``\\ \\t \\n \\r`` escaped."""
+    table = str.maketrans(_NAMES_ESCAPES)
+    lines = [f"{o.translate(table)}\t{s.translate(table)}\n" for o, s in sorted(renamed.items())]
+    return (_NAMES_HEADER + "".join(lines)).encode("utf-8", "surrogateescape")
+
+
+def parse_names(data: bytes) -> dict[str, str]:
+    """Original → stored path, read back from :func:`format_names`."""
+    unescape = {v: k for k, v in _NAMES_ESCAPES.items()}
+
+    def field(text: str) -> str:
+        return re.sub(r"\\.", lambda m: unescape.get(m.group(), m.group()), text)
+
+    out: dict[str, str] = {}
+    for line in data.decode("utf-8", "surrogateescape").split("\n")[1:]:
+        original, sep, stored = line.partition("\t")
+        if sep:
+            out[field(original)] = field(stored)
+    return out
 
 
 @dataclass(frozen=True)
@@ -184,12 +211,17 @@ class _Run:
         self.last_checkpoint = time.monotonic()
 
     def dest_path(self, path: str) -> str:
-        return join(self.dest, path)
+        """Where ``path`` (relative to the source) is stored: names may be mapped (NTFS)."""
+        return self.backend.dest_name(join(self.dest, path))
+
+    def stored_name(self, path: str) -> str:
+        """``path`` as stored, relative to ``dest``: what the manifest lists."""
+        return self.dest_path(path)[len(self.dest_path("")) :].lstrip("/")
 
     # -- deciding what to skip ------------------------------------------------
 
     async def load_state(self) -> dict[str, StateRecord]:
-        data = await self.backend.read_bytes(join(self.dest, META_DIR, STATE_NAME))
+        data = await self.backend.read_bytes(self.dest_path(join(META_DIR, STATE_NAME)))
         return parse_state(data) if data else {}
 
     async def select(self) -> list[PlannedFile]:
@@ -423,7 +455,9 @@ class _Run:
     async def write_state(self) -> None:
         self.last_checkpoint = time.monotonic()
         ordered = [self.records[f.path] for f in self.plan.files if f.path in self.records]
-        await self.backend.write_bytes(join(self.dest, META_DIR, STATE_NAME), format_state(ordered))
+        await self.backend.write_bytes(
+            self.dest_path(join(META_DIR, STATE_NAME)), format_state(ordered)
+        )
 
     async def link_tree(self) -> None:
         """Symlinks, recreated as links (never followed)."""
@@ -445,18 +479,33 @@ class _Run:
                     self.dest_path(d.path), mode=d.mode | 0o700, mtime_ns=d.mtime_ns
                 )
         await self.backend.sync_dirs(
-            [self.dest_path(d.path) for d in self.plan.dirs] + [join(self.dest, META_DIR)]
+            [self.dest_path(d.path) for d in self.plan.dirs] + [self.dest_path(META_DIR)]
         )
 
     async def write_manifest(self) -> str:
-        digests = {path: r.digest for path, r in self.records.items()}
-        self.report.digests = digests
-        path = join(self.dest, META_DIR, self.algorithm.manifest_name)
+        self.report.digests = {path: r.digest for path, r in self.records.items()}
+        digests = {self.stored_name(path): r.digest for path, r in self.records.items()}
+        path = self.dest_path(join(META_DIR, self.algorithm.manifest_name))
         await self.backend.write_bytes(
             path, format_manifest(digests, escape_backslash=self.algorithm.escapes_backslash)
         )
+        await self.write_names()
         await self.write_state()
         return self.backend.describe(path)
+
+    async def write_names(self) -> None:
+        """Record ``original<TAB>stored`` for every path the backend stored under another name."""
+        plan = self.plan
+        every = [
+            *(d.path for d in plan.dirs if d.path),
+            *(f.path for f in plan.files),
+            *(lk.path for lk in plan.links),
+        ]
+        renamed = {p: s for p in every if (s := self.stored_name(p)) != p}
+        if renamed:
+            await self.backend.write_bytes(
+                self.dest_path(join(META_DIR, NAMES_NAME)), format_names(renamed)
+            )
 
     def warn(self, message: str) -> None:
         self.report.warnings.append(message)

@@ -103,13 +103,7 @@ class FileChunkSource:
         block = memoryview(bytearray(self._chunk_size * max_chunks))
         data = self._read(len(block), into=block)
         size = self._chunk_size
-        chunks = [bytes(data[i : i + size]) for i in range(0, len(data), size)]
-        if data and len(data) < len(block):
-            # Reach end of file in this call, so its checks run now; a file that
-            # grew meanwhile yields more bytes (and then fails its size check).
-            if extra := self._read(size):
-                chunks.append(bytes(extra))
-        return chunks
+        return [bytes(data[i : i + size]) for i in range(0, len(data), size)]
 
     def consume_prefix(self, length: int, algorithm: Algorithm) -> str:
         prefix_hasher = algorithm.new()
