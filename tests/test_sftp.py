@@ -22,7 +22,7 @@ import pytest
 from finalcopy.backends import Backend, DestinationOptions, FileTransfer, open_backend
 from finalcopy.backends.base import is_temp_name, temp_name
 from finalcopy.engine import CopyOptions, copy_tree, verify_tree
-from finalcopy.engine.events import Event, FileFinished
+from finalcopy.engine.events import Event, FileFinished, Retry
 from finalcopy.engine.source import FileChunkSource
 from finalcopy.errors import (
     DestinationUnusable,
@@ -230,7 +230,6 @@ async def test_killed_connection_resumes_from_the_proven_offset(
     partial = remote / temp_name("video.mp4")
     gate = _Gate(at=40 * MiB)
     events: list[Event] = []
-    retries: list[tuple[str, int, str]] = []
 
     async def drop_connection_mid_file() -> None:
         await anyio.to_thread.run_sync(gate.reached.wait, 30)
@@ -244,17 +243,17 @@ async def test_killed_connection_resumes_from_the_proven_offset(
 
     caplog.set_level(logging.WARNING, logger="finalcopy.sftp")
     copy_options = CopyOptions(inspectors=lambda path: gate.factory)
-    async with await open_remote(sshd_server, tmp_path, remote) as backend:
-        backend.on_retry = lambda *args: retries.append(args)  # type: ignore[attr-defined]
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drop_connection_mid_file)
-            report = await copy_tree(src, backend, copy_options, events=events.append)
+    backend = await open_remote(sshd_server, tmp_path, remote)
+    async with backend, anyio.create_task_group() as tg:
+        tg.start_soon(drop_connection_mid_file)
+        report = await copy_tree(src, backend, copy_options, events=events.append)
     assert report.ok, report.failed
     assert (remote / "video.mp4").read_bytes() == (src / "video.mp4").read_bytes()
     assert leftovers(remote) == []
     (done,) = [e for e in events if isinstance(e, FileFinished)]
     assert done.outcome == "resumed"
-    assert retries and retries[0][0].endswith("video.mp4")
+    retries = [e for e in events if isinstance(e, Retry)]  # the engine relays the backend's
+    assert retries and retries[0].path.endswith("video.mp4") and retries[0].attempt >= 1
     assert any("reconnecting" in r.getMessage() for r in caplog.records)
 
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -188,6 +188,8 @@ class Backend(ABC):
     """Human-readable location of ``""`` (a path or a URL), for messages."""
     strategy: str = ""
     """One line saying which strategy was chosen and why, for the log."""
+    on_retry: Callable[[str, int, str], None] | None = None
+    """Set by the engine; a backend that retries calls it as ``(path, attempt, error)``."""
 
     async def __aenter__(self) -> Backend:
         return self

@@ -30,6 +30,7 @@ from finalcopy.engine.events import (
     FileStarted,
     Notice,
     PlanReady,
+    Retry,
     discard,
 )
 from finalcopy.engine.manifest import (
@@ -592,6 +593,9 @@ async def copy_tree(
             f"{free} available"
         )
     await backend.makedirs([run.dest_path(d.path) for d in plan.dirs])
+    backend.on_retry = lambda path, attempt, error: events(
+        Retry(path=path, attempt=attempt, error=error)
+    )
     try:
         await run.transfer(run.batches(todo))
         if cancel.is_set():
@@ -603,6 +607,8 @@ async def copy_tree(
         report.interrupted = True
         with anyio.CancelScope(shield=True):
             await run.write_state()
+    finally:
+        backend.on_retry = None
     run.emit_progress()
     report.duration = time.monotonic() - started
     return report
