@@ -298,6 +298,8 @@ class Tool:
     prepare: Callable[[Job], None] | None = None
     #: Extra environment variables for the command.
     env: Callable[[Job], dict[str, str]] | None = None
+    #: Runs before every timed run, untimed (a tool that consumes its source).
+    before_each: Callable[[Job], None] | None = None
 
     def unavailable(self) -> str | None:
         """Why this tool cannot run here, or None."""
@@ -415,6 +417,27 @@ def _python_print(expr: str) -> Callable[[Job], list[str]]:
     return lambda job: [job.python, "-c", f"print({expr})"]
 
 
+def _pipeline_work(job: Job) -> Path:
+    return job.scratch / "work" / job.src.name
+
+
+def _prepare_pipeline_run(job: Job) -> None:
+    """A fresh work directory (``run`` deletes its sources) and an existing output."""
+    for name in ("work", "archives", "logs"):
+        shutil.rmtree(job.scratch / name, ignore_errors=True)
+    shutil.copytree(job.src, _pipeline_work(job))
+    Path(job.dst).mkdir(parents=True, exist_ok=True)
+
+
+def _finalcopy_run(job: Job) -> list[str]:
+    return [
+        job.python, "-m", "finalcopy", "run", str(_pipeline_work(job)),
+        "--output-dir", job.dst,
+        "--archives-dir", str(job.scratch / "archives"),
+        "--log-dir", str(job.scratch / "logs"),
+    ]  # fmt: skip
+
+
 def _finalcopy_tools() -> list[Tool]:
     """finalcopy with and without verification, on every target."""
     cipher = "; cipher from a generated ~/.ssh/config"
@@ -437,6 +460,12 @@ def _finalcopy_tools() -> list[Tool]:
                  modules=("finalcopy",), prepare=_prepare_ssh_home,
                  env=lambda job: {"HOME": str(_ssh_home(job))}, note=sftp_note)
         )  # fmt: skip
+    tools.append(
+        Tool("finalcopy-run", "finalcopy run", _LOCAL, _finalcopy_run, _finalcopy_version,
+             modules=("finalcopy",), before_each=_prepare_pipeline_run,
+             note="the pipeline step: archive, copy + validate JSON, verify, delete the source "
+                  "(the work directory is re-created before each run, untimed)")
+    )  # fmt: skip
     return tools
 
 
@@ -828,6 +857,8 @@ def bench_workload(
         dest.clear()
         os.sync()
         env = {**os.environ, "LC_ALL": "C.UTF-8", **(tool.env(job) if tool.env else {})}
+        if tool.before_each is not None:
+            tool.before_each(job)
         outcome = run_timed(tool.argv(job), env, job.scratch, settings.timeout, settings.timed_sync)
         error = outcome.error
         if error is None:
