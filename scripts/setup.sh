@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(openssh-server openssh-client ntfs-3g b3sum xxhash rsync util-linux)
+DEBIAN_PACKAGES=(openssh-server openssh-client ntfs-3g b3sum xxhash rsync util-linux strace)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -37,10 +37,11 @@ from finalcopy.backends.ntfs_names import (
     name_reasons,
 )
 from finalcopy.engine import CopyOptions, copy_tree, verify_tree
-from finalcopy.engine.copier import format_names, parse_names
+from finalcopy.engine.manifest import format_names, parse_names
 from finalcopy.errors import FinalcopyError, Interrupted, SourceError, UnsafeNameError
 from finalcopy.hashing import Algorithm, get_algorithm
 from tests.conftest import make_tree, require_tool, run_cli, tree_content
+from tests.support.fixtures import require_part
 from tests.support.ntfs import NtfsMount
 from tests.support.users import LocalUser, acting_as
 
@@ -548,8 +549,8 @@ async def test_engine_maps_a_destination_subfolder(ntfs_mount: NtfsMount, tmp_pa
 def test_no_metadata_syscalls_reach_the_kernel(ntfs_mount: NtfsMount, tmp_path: Path) -> None:
     """Below Python too: strace sees no chmod/utime/chown family call during a copy."""
     strace = shutil.which("strace")
-    if strace is None:
-        pytest.skip("strace is not installed (optional: the in-process test covers Python)")
+    require_part(None if strace else "strace is not installed (scripts/setup.sh installs it)")
+    assert strace is not None
     src = make_tree(tmp_path / "src", project_files())
     log = tmp_path / "strace.log"
     calls = "chmod,fchmod,fchmodat,utime,utimes,utimensat,futimesat,chown,fchown,lchown,fchownat"

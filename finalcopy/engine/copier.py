@@ -10,10 +10,9 @@ local backend handles many of them per worker-thread hop.
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,9 +33,11 @@ from finalcopy.engine.events import (
     discard,
 )
 from finalcopy.engine.manifest import (
+    NAMES_NAME,
     STATE_NAME,
     StateRecord,
     format_manifest,
+    format_names,
     format_state,
     parse_state,
 )
@@ -66,32 +67,6 @@ BATCH_BYTES = 4 * MiB
 CHECKPOINT_SECONDS = 2.0
 """How often the state file is rewritten during a run (work lost to a crash is at most this)."""
 PROGRESS_SECONDS = 0.1
-NAMES_NAME = "names.tsv"
-"""In ``DEST/.finalcopy/``: original → stored path of each name the destination mapped."""
-_NAMES_HEADER = "original\tstored\n"
-_NAMES_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
-
-
-def format_names(renamed: Mapping[str, str]) -> bytes:
-    """``original<TAB>stored`` lines under a header, sorted; ``\\ \\t \\n \\r`` escaped."""
-    table = str.maketrans(_NAMES_ESCAPES)
-    lines = [f"{o.translate(table)}\t{s.translate(table)}\n" for o, s in sorted(renamed.items())]
-    return (_NAMES_HEADER + "".join(lines)).encode("utf-8", "surrogateescape")
-
-
-def parse_names(data: bytes) -> dict[str, str]:
-    """Original → stored path, read back from :func:`format_names`."""
-    unescape = {v: k for k, v in _NAMES_ESCAPES.items()}
-
-    def field(text: str) -> str:
-        return re.sub(r"\\.", lambda m: unescape.get(m.group(), m.group()), text)
-
-    out: dict[str, str] = {}
-    for line in data.decode("utf-8", "surrogateescape").split("\n")[1:]:
-        original, sep, stored = line.partition("\t")
-        if sep:
-            out[field(original)] = field(stored)
-    return out
 
 
 @dataclass(frozen=True)

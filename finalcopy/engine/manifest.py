@@ -11,13 +11,18 @@
 ``state.jsonl``
     What the engine needs to skip verified files cheaply on a re-run: per
     file, the source size and mtime it was copied from, the destination mtime
-    right after commit, and its hash. Records are appended as files are
-    committed, so a re-run after a crash keeps what was already done.
+    right after commit, and its hash. It is rewritten every few seconds during
+    a copy, so a re-run after a crash keeps almost everything already done.
+
+``names.tsv``
+    Only when the destination stored some names differently (NTFS
+    ``--ntfs-names map``): ``original<TAB>stored`` per renamed path.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -112,3 +117,31 @@ def parse_state(data: bytes) -> dict[str, StateRecord]:
             continue
         records[record.path] = record
     return records
+
+
+NAMES_NAME = "names.tsv"
+"""In ``DEST/.finalcopy/``: original → stored path of each name the destination mapped."""
+_NAMES_HEADER = "original\tstored\n"
+_NAMES_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def format_names(renamed: Mapping[str, str]) -> bytes:
+    """``original<TAB>stored`` lines under a header, sorted; ``\\ \\t \\n \\r`` escaped."""
+    table = str.maketrans(_NAMES_ESCAPES)
+    lines = [f"{o.translate(table)}\t{s.translate(table)}\n" for o, s in sorted(renamed.items())]
+    return (_NAMES_HEADER + "".join(lines)).encode("utf-8", "surrogateescape")
+
+
+def parse_names(data: bytes) -> dict[str, str]:
+    """Original → stored path, read back from :func:`format_names`."""
+    unescape = {v: k for k, v in _NAMES_ESCAPES.items()}
+
+    def field(text: str) -> str:
+        return re.sub(r"\\.", lambda m: unescape.get(m.group(), m.group()), text)
+
+    out: dict[str, str] = {}
+    for line in data.decode("utf-8", "surrogateescape").split("\n")[1:]:
+        original, sep, stored = line.partition("\t")
+        if sep:
+            out[field(original)] = field(stored)
+    return out
