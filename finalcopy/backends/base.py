@@ -38,6 +38,7 @@ of small files in one worker thread) override :meth:`Backend.put_files`.
 from __future__ import annotations
 
 import hashlib
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,17 @@ EntryKind = Literal["file", "dir", "symlink", "other"]
 #: Prefix and suffix of temporary files; ``finalcopy verify`` reports leftovers.
 TEMP_PREFIX = ".fc-"
 TEMP_SUFFIX = ".part"
+
+
+def entry_kind(mode: int) -> EntryKind:
+    """The kind of entry an ``st_mode`` describes."""
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "other"
 
 
 def temp_name(final_name: str) -> str:

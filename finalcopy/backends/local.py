@@ -22,9 +22,9 @@ from finalcopy.backends.base import (
     Backend,
     Capabilities,
     DestStat,
-    EntryKind,
     FileTransfer,
     TempWriter,
+    entry_kind,
     temp_name,
 )
 from finalcopy.errors import (
@@ -40,18 +40,10 @@ READBACK_BUFFER = 1 << 20
 _T = TypeVar("_T")
 
 
-def _kind(mode: int) -> EntryKind:
-    if stat_module.S_ISREG(mode):
-        return "file"
-    if stat_module.S_ISDIR(mode):
-        return "dir"
-    if stat_module.S_ISLNK(mode):
-        return "symlink"
-    return "other"
-
-
 def _to_stat(st: os.stat_result) -> DestStat:
-    return DestStat(_kind(st.st_mode), st.st_size, st.st_mtime_ns, stat_module.S_IMODE(st.st_mode))
+    return DestStat(
+        entry_kind(st.st_mode), st.st_size, st.st_mtime_ns, stat_module.S_IMODE(st.st_mode)
+    )
 
 
 def _write_all(fd: int, data: memoryview | bytes) -> None:

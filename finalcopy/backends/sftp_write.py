@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import asyncssh
 
-from finalcopy.backends.base import DestStat, EntryKind, TempWriter, temp_name
+from finalcopy.backends.base import DestStat, EntryKind, TempWriter, entry_kind, temp_name
 from finalcopy.backends.sftp_connect import (
     Session,
     describe_ssh_error,
@@ -46,14 +46,7 @@ SAFE_WRITE = 32 * 1024
 
 
 def kind_of(attrs: asyncssh.SFTPAttrs) -> EntryKind:
-    mode = attrs.permissions or 0
-    if stat_module.S_ISREG(mode):
-        return "file"
-    if stat_module.S_ISDIR(mode):
-        return "dir"
-    if stat_module.S_ISLNK(mode):
-        return "symlink"
-    return "other"
+    return entry_kind(attrs.permissions or 0)
 
 
 def mtime_ns_of(attrs: asyncssh.SFTPAttrs) -> int:
