@@ -207,3 +207,16 @@ async def test_engine_copy_and_verify_through_backend(
     assert (again.copied, again.skipped) == (0, len(files))
     verified = await verify_tree(backend, "proj")
     assert verified.ok and verified.checked == len(files)
+
+
+async def test_rename_moves_and_never_overwrites(backend_and_root: tuple[Backend, Path]) -> None:
+    backend, root = backend_and_root
+    await backend.makedirs(["new/sub", "old"])
+    await backend.write_bytes("new/sub/f", b"new")
+    await backend.write_bytes("old/f", b"old")
+    with pytest.raises(DestinationError):
+        await backend.rename("new", "old")
+    assert (root / "old/f").read_bytes() == b"old"
+    await backend.rename("new", "moved")
+    assert (root / "moved/sub/f").read_bytes() == b"new"
+    assert not (root / "new").exists()

@@ -83,8 +83,10 @@ def test_replace_on_sftp_keeps_a_verified_copy(
     done = next(p for p in report.projects if p.name == "projet_ok")
     assert done.status == "finalized"
     landed = Path(done.destination.split(str(sshd_server.port), 1)[1])
+    assert landed == root / "projet_ok"  # swapped in by a server-side rename
     assert digests(landed) == expected
     assert not (root / "projet_ok" / "old.txt").exists()
+    assert [p.name for p in root.iterdir()] == ["projet_ok"]
 
 
 def test_run_to_ntfs_with_mapped_names(ntfs_mount: NtfsMount, tmp_path: Path) -> None:

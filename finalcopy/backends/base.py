@@ -242,6 +242,10 @@ class Backend(ABC):
         """Remove a file, a symlink or an empty folder. Missing is fine."""
 
     @abstractmethod
+    async def rename(self, path: str, new_path: str) -> None:
+        """Rename a file or folder; fails if ``new_path`` exists (nothing is merged or lost)."""
+
+    @abstractmethod
     async def symlink(self, path: str, target: str) -> None:
         """Create (or atomically replace) a symbolic link."""
 

@@ -215,6 +215,18 @@ class LocalBackend(Backend):
         except OSError as exc:
             raise map_os_error(exc, target, "remove") from None
 
+    async def rename(self, path: str, new_path: str) -> None:
+        await self._run(self._rename, path, new_path)
+
+    def _rename(self, path: str, new_path: str) -> None:
+        source, target = self._path(path), self._path(new_path)
+        if os.path.lexists(target):  # os.rename would replace an empty folder or a file
+            raise DestinationError(f"cannot rename '{source}' to '{target}': it exists")
+        try:
+            os.rename(source, target)
+        except OSError as exc:
+            raise map_os_error(exc, source, "rename") from None
+
     async def symlink(self, path: str, target: str) -> None:
         await self._run(self._symlink, path, target)
 

@@ -291,6 +291,12 @@ class SftpBackend(Backend):
 
         await self._call("remove", path, op)
 
+    async def rename(self, path: str, new_path: str) -> None:
+        # Plain SFTP v3 rename: the server refuses an existing target, as the contract asks.
+        await self._call(
+            "rename", path, lambda s: s.control.rename(self.remote(path), self.remote(new_path))
+        )
+
     async def symlink(self, path: str, target: str) -> None:
         final = self.remote(path)
         tmp = tmp_path(final)

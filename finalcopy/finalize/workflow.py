@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
 
 import anyio.to_thread
 
@@ -99,18 +97,6 @@ def _failures(report: CopyReport) -> str:
     items = sorted(report.failed.items())
     text = "; ".join(f"{path}: {error}" for path, error in items[:3])
     return text + (f" (and {len(items) - 3} more)" if len(items) > 3 else "")
-
-
-async def _rename(backend: Backend, src: str, dst: str) -> bool:
-    """Rename a folder on the destination when the backend can; False when it cannot."""
-    rename = getattr(backend, "rename", None)
-    if callable(rename):
-        await rename(src, dst)
-        return True
-    if backend.capabilities.local_path:
-        await anyio.to_thread.run_sync(os.rename, Path(backend.root, src), Path(backend.root, dst))
-        return True
-    return False
 
 
 class ProjectRun:
@@ -411,12 +397,12 @@ class ProjectRun:
             )
             return target
         try:
-            renamed = await _rename(ctx.output, target, old)
-        except (FinalcopyError, OSError) as exc:
-            renamed = False
-            self._warn(f"could not rename '{ctx.output.describe(target)}': {exc}")
-        if not renamed:
-            self._warn(f"The new copy stays in '{ctx.output.describe(target)}'.")
+            await ctx.output.rename(target, old)
+        except FinalcopyError as exc:
+            self._warn(
+                f"could not rename '{ctx.output.describe(target)}' ({exc}); "
+                f"the new copy stays there."
+            )
             return target
         self.result.destination = ctx.output.describe(old)
         ctx.journal.write(self._entry("swapping", old, ""))
