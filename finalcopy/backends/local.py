@@ -13,7 +13,7 @@ import stat as stat_module
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -37,7 +37,6 @@ from finalcopy.errors import (
 from finalcopy.hashing import Algorithm
 
 READBACK_BUFFER = 1 << 20
-_T = TypeVar("_T")
 
 
 def _to_stat(st: os.stat_result) -> DestStat:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -185,7 +184,6 @@ class JsonPipelineRenderer:
 
     def __init__(self) -> None:
         self.json = JsonRenderer()
-        self.last = 0.0
 
     def __enter__(self) -> JsonPipelineRenderer:
         return self
@@ -194,11 +192,9 @@ class JsonPipelineRenderer:
         pass
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, ProjectEvent) and isinstance(event.event, BytesProgress):
-            now = time.monotonic()
-            if now - self.last < 0.5 and event.event.done != event.event.total:
-                return
-            self.last = now
+        inner = event.event if isinstance(event, ProjectEvent) else None
+        if isinstance(inner, BytesProgress) and self.json.throttled(inner):
+            return
         self.json.emit(event.to_dict())
 
     def summary(self, report: RunReport, lines: list[str]) -> None:

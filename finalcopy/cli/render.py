@@ -94,12 +94,17 @@ class JsonRenderer:
         pass
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, BytesProgress):
-            now = self.clock()
-            if now - self.last_progress < 0.5 and event.done != event.total:
-                return
-            self.last_progress = now
+        if isinstance(event, BytesProgress) and self.throttled(event):
+            return
         self.emit(event.to_dict())
+
+    def throttled(self, progress: BytesProgress) -> bool:
+        """True for a progress event to drop: at most two a second, the last one always."""
+        now = self.clock()
+        if now - self.last_progress < 0.5 and progress.done != progress.total:
+            return True
+        self.last_progress = now
+        return False
 
     def emit(self, data: dict[str, Any]) -> None:
         self.out.write(json.dumps(data, ensure_ascii=False) + "\n")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.ntfs import NtfsMount, cleanup_stale, mounted_ntfs, ntfs_available
+from tests.support.processes import process_alive
 from tests.support.sshd import SshServer, running_sshd, sshd_available
 from tests.support.users import LocalUser, ensure_unprivileged_user
 
@@ -85,7 +86,7 @@ def ntfs_base_dir() -> Path:
     cleanup_stale(base)
     for stale in base.glob(f"{_NTFS_PREFIX}*"):
         pid = stale.name.removeprefix(_NTFS_PREFIX).partition("-")[0]
-        if pid.isdigit() and not _alive(int(pid)) and not os.path.ismount(stale / "mnt"):
+        if pid.isdigit() and not process_alive(int(pid)) and not os.path.ismount(stale / "mnt"):
             shutil.rmtree(stale, ignore_errors=True)
     return base
 
@@ -135,13 +136,3 @@ def _ntfs(base: Path, options: str) -> Iterator[NtfsMount]:
         # Never rmtree into a volume that failed to unmount.
         if not os.path.ismount(tmp_dir / "mnt"):
             shutil.rmtree(tmp_dir, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

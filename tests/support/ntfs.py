@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.processes import process_alive
+
 __all__ = [
     "IMAGE_NAME",
     "NtfsMount",
@@ -150,15 +152,7 @@ def _owner_alive(image: Path) -> bool:
         pid = int(_owner_file(image).read_text().strip())
     except (OSError, ValueError):
         return False  # no record: made by a run that did not finish setting up
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid == os.getpid() or process_alive(pid)
 
 
 def _loop_devices() -> list[tuple[str, str]]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from tests.support.processes import process_alive
 from tests.support.users import lookup_user
 
 __all__ = [
@@ -105,7 +106,7 @@ class SshServer:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + timeout
-        while any(_alive(pid) for pid in pids):
+        while any(process_alive(pid) for pid in pids):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"sshd session processes survived SIGKILL: {pids}")
             time.sleep(0.02)
@@ -369,11 +370,3 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     for pid in sessions:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
