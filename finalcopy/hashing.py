@@ -30,8 +30,6 @@ class Algorithm:
     name: str
     checker: str
     new: Callable[[], Hasher]
-    escapes_backslash: bool = True
-    """Whether ``checker`` uses GNU escaping for backslashes in names."""
 
     @property
     def manifest_name(self) -> str:
@@ -56,7 +54,7 @@ def _new_xxh128() -> Hasher:
 ALGORITHMS: dict[str, Algorithm] = {
     "blake3": Algorithm("blake3", "b3sum", _new_blake3),
     "sha256": Algorithm("sha256", "sha256sum", _new_sha256),
-    "xxh128": Algorithm("xxh128", "xxh128sum", _new_xxh128, escapes_backslash=False),
+    "xxh128": Algorithm("xxh128", "xxh128sum", _new_xxh128),
 }
 
 DEFAULT_ALGORITHM = "blake3"

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Set up a development environment: .venv with finalcopy and its test tools,
 # plus (as root, on Debian) the system parts the tests start for real:
-# OpenSSH's sshd, ntfs-3g, and the standard checkers b3sum / xxh128sum.
+# OpenSSH's sshd, ntfs-3g, exfat-fuse + exfatprogs, and the standard checkers
+# b3sum / xxh128sum.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(openssh-server openssh-client ntfs-3g b3sum xxhash rsync util-linux strace)
+DEBIAN_PACKAGES=(openssh-server openssh-client ntfs-3g exfat-fuse exfatprogs b3sum xxhash rsync util-linux strace)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

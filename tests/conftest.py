@@ -12,8 +12,8 @@ import pytest
 
 from tests.support.users import LocalUser
 
-# --- tests.support fixtures (real sshd, ntfs-3g volumes) -------------------
-pytest_plugins = ["tests.support.fixtures"]
+# --- tests.support fixtures (real sshd, ntfs-3g and exfat-fuse volumes) -----
+pytest_plugins = ["tests.support.fixtures", "tests.support.exfat"]
 # --- end tests.support fixtures ---------------------------------------------
 
 

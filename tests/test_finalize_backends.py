@@ -86,7 +86,9 @@ def test_replace_on_sftp_keeps_a_verified_copy(
     assert landed == root / "projet_ok"  # swapped in by a server-side rename
     assert digests(landed) == expected
     assert not (root / "projet_ok" / "old.txt").exists()
-    assert [p.name for p in root.iterdir()] == ["projet_ok"]
+    (aside,) = [p for p in root.iterdir() if p.name != "projet_ok"]
+    assert aside.name.startswith("projet_ok__replaced_")
+    assert (aside / "old.txt").read_bytes() == b"old", "the previous copy is kept aside"
 
 
 def test_run_to_ntfs_with_mapped_names(ntfs_mount: NtfsMount, tmp_path: Path) -> None:

@@ -104,6 +104,7 @@ def cli_env(**extra: str) -> dict[str, str]:
         "DEBUG",
         "FINALCOPY_BASE_DIR",
         "FINALCOPY_ON_EXISTING",
+        "FINALIZE_NO_FALLBACK",
     }
     env = {k: v for k, v in os.environ.items() if k not in names}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")

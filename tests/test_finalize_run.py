@@ -232,7 +232,11 @@ def test_existing_destination_policies(tmp_path: Path, policy: str) -> None:
         assert digests(out / "p") == {**new, "extra.txt": digests(out / "p")["extra.txt"]}
     elif policy == "replace":
         assert digests(out / "p") == new
-        assert [d.name for d in out.iterdir()] == ["p"]
+        # The previous copy is never deleted: it is kept aside, every byte of it.
+        (aside,) = [d for d in out.iterdir() if d.name != "p"]
+        assert re.fullmatch(r"p__replaced_\d{8}_\d{6}(_\d+)?", aside.name)
+        assert (aside / "docs" / "v.mp4").read_bytes() == b"old"
+        assert (aside / "extra.txt").read_bytes() == b"keep?"
     else:
         assert (out / "p" / "docs" / "v.mp4").read_bytes() == b"old"
         (renamed,) = [d for d in out.iterdir() if d.name.startswith("p__finalized_")]

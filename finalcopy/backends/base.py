@@ -38,6 +38,7 @@ of small files in one worker thread) override :meth:`Backend.put_files`.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import stat
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -65,15 +66,27 @@ def entry_kind(mode: int) -> EntryKind:
     return "other"
 
 
-def temp_name(final_name: str) -> str:
+def temp_name(final_name: str, salt: int = 0) -> str:
     """Temporary name for ``final_name``, fixed-length and deterministic.
 
     Deterministic so that a re-run after a crash reuses (and so cleans or
     resumes) the same temporary file; fixed-length so that a 255-byte final
-    name still has a legal temporary name beside it.
+    name still has a legal temporary name beside it. ``salt`` picks another
+    name of the same shape: the engine uses it when a source file is itself
+    named like a sibling's temporary file (see :attr:`FileTransfer.temp`).
     """
-    digest = hashlib.blake2s(final_name.encode("utf-8", "surrogateescape"), digest_size=8)
+    key = final_name if not salt else f"{final_name}\0{salt}"
+    digest = hashlib.blake2s(key.encode("utf-8", "surrogateescape"), digest_size=8)
     return f"{TEMP_PREFIX}{digest.hexdigest()}{TEMP_SUFFIX}"
+
+
+def fresh_temp_name(final_name: str) -> str:
+    """A temporary name of :func:`temp_name`'s shape that no plan can predict or hold.
+
+    For what is never resumed (a symbolic link being created): a planned file
+    named like a deterministic temporary name cannot be taken for a leftover.
+    """
+    return temp_name(final_name, salt=secrets.randbits(63) + 1)
 
 
 def is_temp_name(name: str) -> bool:
@@ -159,6 +172,9 @@ class FileTransfer:
     source: ChunkSource
     mode: int
     mtime_ns: int
+    temp: str = ""
+    """Temporary path (same folder as ``path``) chosen by the engine so that it never
+    equals a file of the plan; empty means ``temp_name`` of the final name."""
     readback: bool = False
     """Re-hash the committed file from the destination and store it in ``readback_digest``."""
     error: FinalcopyError | None = None

@@ -28,15 +28,16 @@ import ctypes.util
 import logging
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 
 from finalcopy.backends.base import Backend, Capabilities, temp_name
-from finalcopy.backends.local import LocalBackend
+from finalcopy.backends.local import LocalBackend, create_exclusive, create_temp_file
 from finalcopy.backends.ntfs_names import check_names, encode_path
 from finalcopy.backends.registry import DestinationOptions, MetadataMode, NameMode
 
@@ -173,48 +174,67 @@ def filesystem_type(path: Path) -> tuple[str, Path]:
     return _from_statfs(target) or "unknown", target
 
 
+@contextlib.contextmanager
+def _opened(directory: Path) -> Iterator[int]:
+    """A descriptor of ``directory``, for probe files made and removed relative to it."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def probe_metadata(directory: Path) -> str | None:
     """Try chmod and utime on a scratch file in ``directory``; why they are unusable, or None.
 
     None also when the scratch file cannot be created: ``prepare`` then says
-    the destination is not writable, which is the clearer message.
+    the destination is not writable, which is the clearer message. The
+    scratch file is created exclusively and changed through its descriptor
+    only, so a link planted at its name or swapped in later is never followed.
     """
-    probe = directory / temp_name(f"metadata-probe-{os.getpid()}")
+    name = temp_name(f"metadata-probe-{os.getpid()}")
     try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
-    except OSError:
-        return None
-    try:
-        for mode in _PROBE_MODES:
+        with _opened(directory) as folder:
+            fd = create_temp_file(folder, name, 0o600)
             try:
-                os.chmod(probe, mode)
-            except OSError:
-                return "chmod is refused there"
-            if stat.S_IMODE(os.stat(probe).st_mode) != mode:
-                return "chmod is silently ignored there"
-        try:
-            os.utime(probe, ns=(_PROBE_MTIME_NS, _PROBE_MTIME_NS))
-        except OSError:
-            return "utime is refused there"
-        if os.stat(probe).st_mtime_ns != _PROBE_MTIME_NS:
-            return "utime is silently ignored there"
-        return None
+                return _probe_descriptor(fd)
+            finally:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=folder)
     except OSError:
-        return None  # the scratch file vanished: no conclusion, keep POSIX
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(probe)
+        return None  # no scratch file: no conclusion, keep POSIX
+
+
+def _probe_descriptor(fd: int) -> str | None:
+    """Why chmod and utime cannot be trusted on the open scratch file ``fd``, or None."""
+    for mode in _PROBE_MODES:
+        try:
+            os.fchmod(fd, mode)
+        except OSError:
+            return "chmod is refused there"
+        if stat.S_IMODE(os.fstat(fd).st_mode) != mode:
+            return "chmod is silently ignored there"
+    try:
+        os.utime(fd, ns=(_PROBE_MTIME_NS, _PROBE_MTIME_NS))
+    except OSError:
+        return "utime is refused there"
+    if os.fstat(fd).st_mtime_ns != _PROBE_MTIME_NS:
+        return "utime is silently ignored there"
+    return None
 
 
 def probe_symlinks(directory: Path) -> bool:
     """Whether a symbolic link can be created in ``directory`` (FAT and exFAT: no)."""
-    probe = directory / temp_name(f"symlink-probe-{os.getpid()}")
+    name = temp_name(f"symlink-probe-{os.getpid()}")
     try:
-        os.symlink("finalcopy-symlink-probe", probe)
+        with _opened(directory) as folder:
+            make = partial(os.symlink, "finalcopy-symlink-probe", name, dir_fd=folder)
+            create_exclusive(folder, name, make)
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=folder)
     except OSError:
         return False
-    with contextlib.suppress(OSError):
-        os.unlink(probe)
     return True
 
 

@@ -6,6 +6,10 @@
   backend when the file system cannot keep POSIX metadata (see
   :mod:`finalcopy.backends.ntfs`).
 
+A password in the destination (``sftp://user:secret@host/...``) is refused
+before anything else looks at the string: the destination is repeated in
+logs, reports, status files and messages, and a password there would leak.
+
 Backend modules are imported only when chosen, so a local copy never pays for
 importing asyncssh.
 """
@@ -63,14 +67,30 @@ class SshLocation:
 
 
 _SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^@/:\[\]]+):(?P<path>.*)$")
+#: ``user:password@host:path``, which scp would read as host ``user``.
+_SCP_WITH_PASSWORD = re.compile(r"^[^@/:\[\]]+:[^@/]*@[^@/:]+:")
+_NO_PASSWORDS = (
+    "passwords in the destination are not accepted (they would appear in logs and "
+    "reports); log in with a key instead: --identity FILE, a key loaded in ssh-agent, "
+    "or IdentityFile in the SSH configuration"
+)
 
 
 def parse_destination(dest: str) -> Path | SshLocation:
     """Tell a local path from a remote one, as scp and rsync do."""
     if not dest:
         raise UsageError("the destination is empty")
-    if dest.startswith("sftp://"):
-        parts = urlsplit(dest)
+    if "://" in dest:
+        try:
+            parts = urlsplit(dest)
+        except ValueError:
+            raise UsageError(
+                "malformed destination URL (expected sftp://[user@]host[:port]/path)"
+            ) from None
+        if parts.password is not None:
+            raise UsageError(_NO_PASSWORDS)
+        if not dest.startswith("sftp://"):
+            raise UsageError(f"unsupported URL scheme in '{dest}' (use a path or sftp://)")
         if not parts.hostname:
             raise UsageError(f"no host in '{dest}' (expected sftp://[user@]host[:port]/path)")
         try:
@@ -86,8 +106,8 @@ def parse_destination(dest: str) -> Path | SshLocation:
             user=unquote(parts.username) if parts.username else None,
             port=port,
         )
-    if "://" in dest:
-        raise UsageError(f"unsupported URL scheme in '{dest}' (use a path or sftp://)")
+    if _SCP_WITH_PASSWORD.match(dest):
+        raise UsageError(_NO_PASSWORDS)
     match = _SCP_LIKE.match(dest)
     if match and "/" not in dest.split(":", 1)[0]:
         return SshLocation(

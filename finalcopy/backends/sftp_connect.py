@@ -3,7 +3,11 @@
 A :class:`Link` owns the connection. It connects with the settings of
 :mod:`finalcopy.backends.sftp_settings` (so a refused host key is named by
 its fingerprint), opens SFTP channels and a shell for hash commands, and
-learns once per connection which hash commands the server runs.
+learns once which hash commands the server runs. That probe goes through the
+user's login shell, whose rc files may be slow or stuck, so it runs beside the
+transfer: a session is usable as soon as SFTP is up, and whoever needs the
+answer waits at most :data:`PROBE_TIMEOUT` after the probe started, then
+reads back over SFTP instead (see :meth:`Link.hash_tools`).
 :meth:`Link.call` runs one operation with a timeout and, when the connection
 drops, reconnects with backoff and tries again; every asyncssh error leaves
 here as a :mod:`finalcopy.errors` exception.
@@ -46,6 +50,8 @@ _T = TypeVar("_T")
 
 #: Shells for hashing commands; the server hashes at several GB/s, so two suffice.
 SHELLS = 2
+#: Seconds the hash-tool probe may take before files are verified by reading back.
+PROBE_TIMEOUT = 5.0
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 8.0
 
@@ -123,10 +129,6 @@ class Session:
     client: _Client
     channels: list[asyncssh.SFTPClient]
     shells: ShellPool
-    hash_tools: dict[str, str] = field(default_factory=dict)
-    """Algorithm name → server command computing it (``b3sum``…)."""
-    can_exec: bool = False
-    """The server runs commands (it does not on sftp-only accounts)."""
     timeout: float = 300.0
     streams: dict[object, float] = field(default_factory=dict)
     """Transfers with requests in flight → when one last completed (see :meth:`watch`)."""
@@ -148,9 +150,9 @@ class Session:
         """The channel for metadata requests."""
         return self.channels[0]
 
-    async def run(self, command: str) -> list[str]:
-        """Output lines of a shell command run on the server."""
-        return await self.shells.run(command)
+    async def run(self, command: str, parse: Callable[[list[str]], _T | None]) -> _T | None:
+        """``parse`` of the output of a shell command run on the server (``None``: malformed)."""
+        return await self.shells.run(command, parse)
 
     async def add_channels(self, count: int) -> None:
         """Open ``count`` more SFTP channels; without them the first one serves alone."""
@@ -213,6 +215,13 @@ class Link:
         self._lock = anyio.Lock()
         self._broken: DestinationError | None = None
         self._settings: ClientSettings | None = None
+        # What the hash-tool probe found: None until it answers; see hash_tools().
+        self._tools: dict[str, str] | None = None
+        self._runs_commands = False
+        self._probe: asyncio.Task[None] | None = None
+        self._probe_answered = asyncio.Event()
+        self._probe_deadline = 0.0
+        self._gave_up = False
 
     @property
     def attempts(self) -> int:
@@ -316,7 +325,7 @@ class Link:
                     conn = await asyncssh.connect(
                         self.target.host,
                         **settings.kwargs,
-                        known_hosts=policy.load(),
+                        known_hosts=policy.match,
                         client_factory=lambda c=client: c,
                     )
                     return await self._open_session(conn, client)
@@ -351,22 +360,84 @@ class Link:
 
     async def _open_session(self, conn: asyncssh.SSHClientConnection, client: _Client) -> Session:
         # Every session channel costs the server a login-shell start (0.3 s with a
-        # heavy ~/.bashrc): the shell starts beside the first channel, and further
-        # channels join in the background.
+        # heavy ~/.bashrc): the probe's shell starts beside the first channel, and
+        # further channels join in the background.
         shells = ShellPool(conn, SHELLS)
-        tools, channel = await asyncio.gather(
-            _detect_tools(shells, client), conn.start_sftp_client(path_errors="surrogateescape")
-        )
+        if self._tools is None and not self._gave_up:
+            self._start_probe(shells, client)
+        channel = await conn.start_sftp_client(path_errors="surrogateescape")
         session = Session(conn, client, [channel], shells, timeout=self.timeout)
-        if tools is not None:
-            session.can_exec, session.hash_tools = True, tools
         session.watch()
         extra = self.channels - 1
         if extra:
             session.background = asyncio.ensure_future(session.add_channels(extra))
         return session
 
+    # -- which hash commands the server runs ---------------------------------------
+
+    def _start_probe(self, shells: ShellPool, client: _Client) -> None:
+        if self._probe is not None:
+            self._probe.cancel()  # it ran on a connection that dropped
+        self._probe_answered = asyncio.Event()
+        self._probe_deadline = asyncio.get_running_loop().time() + PROBE_TIMEOUT
+        self._probe = asyncio.ensure_future(self._run_probe(shells, client))
+
+    async def _run_probe(self, shells: ShellPool, client: _Client) -> None:
+        try:
+            tools = await shells.run(detect_command(), detected_tools)
+        except (asyncssh.Error, OSError) as exc:
+            if not client.lost:  # else the next connection probes again
+                logger.info("the server runs no commands (%s)", describe_ssh_error(exc))
+                self._tools = {}
+        else:
+            if tools is None:
+                logger.info("unexpected answer to the hash-tool probe: reading back instead")
+            self._tools = tools or {}
+            self._runs_commands = tools is not None
+        finally:
+            self._probe_answered.set()
+
+    async def wait_for_probe(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for the hash-tool probe to answer."""
+        if self._tools is None and self._probe is not None and not self._gave_up:
+            with anyio.move_on_after(seconds):
+                await self._probe_answered.wait()
+
+    async def hash_tools(self) -> dict[str, str] | None:
+        """Algorithm name → the server's command for it; ``None`` when it runs no commands.
+
+        Waits for the probe until :data:`PROBE_TIMEOUT` after it started, then
+        gives up on the server's shell for good, with one warning: files are
+        read back over SFTP instead.
+        """
+        if self._tools is None and self._probe is not None and not self._gave_up:
+            await self.wait_for_probe(self._probe_deadline - asyncio.get_running_loop().time())
+            # Answered without a result means its connection dropped (the next one probes
+            # again); not answered in time means the shell is slow, for good.
+            if not self._probe_answered.is_set() and not self._gave_up:
+                self._gave_up = True
+                self._probe.cancel()
+                logger.warning(
+                    "the shell of %s did not answer within %.0f s (slow login scripts?): "
+                    "verifying by reading files back over SFTP",
+                    self.label,
+                    PROBE_TIMEOUT,
+                )
+        return self._tools if self._runs_commands else None
+
+    @property
+    def probing(self) -> bool:
+        """The probe has not answered yet (nor been given up)."""
+        return self._tools is None and not self._gave_up
+
+    @property
+    def known_tools(self) -> dict[str, str]:
+        """What :meth:`hash_tools` would return now, without waiting (``{}`` if unknown)."""
+        return (self._tools or {}) if self._runs_commands else {}
+
     async def aclose(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
         session, self._session = self._session, None
         if session is not None:
             session.stop()
@@ -375,17 +446,6 @@ class Link:
             session.conn.close()
             with anyio.move_on_after(5, shield=True):
                 await session.conn.wait_closed()
-
-
-async def _detect_tools(shells: ShellPool, client: _Client) -> dict[str, str] | None:
-    """Algorithm name → hash command the server runs; ``None`` if it runs no commands."""
-    try:
-        return detected_tools(await shells.run(detect_command()))
-    except (asyncssh.Error, OSError) as exc:
-        if client.lost:
-            raise
-        logger.info("the server runs no commands (%s)", describe_ssh_error(exc))
-        return None
 
 
 def remote_join(base: str, path: str) -> str:

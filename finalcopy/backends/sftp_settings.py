@@ -3,8 +3,9 @@
 :func:`client_settings` turns a destination and its options into keyword
 arguments for ``asyncssh.connect``, reading the OpenSSH client configuration
 as OpenSSH would; :class:`HostKeyPolicy` checks the server's key against
-known_hosts and records new keys on request (``--accept-new-host-key``,
-OpenSSH's ``StrictHostKeyChecking=accept-new``), never a changed one.
+known_hosts as OpenSSH reads it (``@revoked``, ``@cert-authority``,
+``[host]:port``) and records new keys on request (``--accept-new-host-key``,
+OpenSSH's ``StrictHostKeyChecking=accept-new``), never a changed or revoked one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,10 @@ def _known_hosts_name(host: str, port: int | None) -> str:
 class HostKeyPolicy:
     """known_hosts checking as OpenSSH does it, plus ``StrictHostKeyChecking=accept-new``.
 
-    asyncssh calls :meth:`validate` only for keys the known_hosts files do not
-    trust, so this object sees exactly the keys to refuse and can name them.
+    asyncssh asks :meth:`match` which keys known_hosts trusts, trusts as
+    certificate authorities and revokes for the server; it refuses revoked
+    keys itself and calls :meth:`validate` only for keys nothing trusts, so
+    this object sees exactly the keys to refuse and can name them.
     """
 
     user_files: list[Path]
@@ -52,6 +55,7 @@ class HostKeyPolicy:
     offered: asyncssh.SSHKey | None = None
     host_label: str = ""
     changed: bool = False
+    revoked: list[asyncssh.SSHKey] = field(default_factory=list)
     recorded: Path | None = None
 
     def load(self) -> asyncssh.SSHKnownHosts:
@@ -62,13 +66,32 @@ class HostKeyPolicy:
                 text += path.read_text(errors="replace") + "\n"
         return asyncssh.import_known_hosts(text)
 
+    def match(self, host: str, addr: str, port: int | None) -> tuple[list[Any], ...]:
+        """What known_hosts says about this server, in asyncssh's ``known_hosts`` form.
+
+        Trusted keys, trusted CA keys, revoked keys, then asyncssh's X.509
+        fields. For a port other than 22 only ``[host]:port`` entries apply, as
+        in OpenSSH. asyncssh's own lookup, when nothing trusts ``[host]:port``,
+        retries with the bare host and drops the keys revoked for
+        ``[host]:port`` on the way: a revoked key was then accepted.
+        """
+        port = None if port == 22 else port
+        self.host_label = _known_hosts_name(host, port)
+        hosts = [h for h in dict.fromkeys((host, addr)) if h]
+        names = hosts if port is None else [f"[{h}]:{port}" for h in hosts]
+        known = self.load()
+        merged: list[list[Any]] = [[], [], [], [], [], [], []]
+        for name in names:
+            found = asyncssh.match_known_hosts(known, name, "", None)
+            for bucket, entries in zip(merged, found, strict=True):
+                bucket.extend(entries)
+        self.revoked = merged[2]
+        return tuple(merged)
+
     def validate(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
-        port_or_none = None if port == 22 else port
         self.offered = key
-        self.host_label = _known_hosts_name(host, port_or_none)
-        trusted, trusted_cas, revoked, *_ = asyncssh.match_known_hosts(
-            self.load(), host, addr, port_or_none
-        )
+        trusted, trusted_cas, revoked, *_ = self.match(host, addr, port)
+        # Any entry for the host, even a revoked one, means this key is not new.
         self.changed = bool(trusted or trusted_cas or revoked)
         if self.changed or not self.accept_new or not self.user_files:
             return False
@@ -98,6 +121,12 @@ class HostKeyPolicy:
     def refusal(self, reason: str) -> HostKeyError:
         """The error to show when asyncssh refused the server's key (for ``reason``)."""
         key = self.offered
+        if self.revoked and (key is None or key in self.revoked):
+            listed = ", ".join(str(p) for p in [*self.user_files, *self.global_files])
+            return HostKeyError(
+                f"the SSH host key of {self.host_label} is marked @revoked in {listed} "
+                f"({reason}): it is never accepted, not even with --accept-new-host-key"
+            )
         if key is None:
             return HostKeyError(f"SSH host key rejected: {reason}")
         offered = f"{key.get_algorithm()} key {key.get_fingerprint('sha256')}"

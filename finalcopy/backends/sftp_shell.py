@@ -8,20 +8,42 @@ each followed by an ``echo`` of a marker that ends the request's output.
 Commands get ``/dev/null`` as input (so they never eat the next request) and
 as error output (so stderr never fills the channel window); a failed command
 is recognised by its missing or malformed output and diagnosed over SFTP.
+
+The output is untrusted: file names are chosen by whoever can write into the
+destination. So every marker is random (a name cannot end a reply early),
+names a hash tool would print escaped or across lines never go into a listing
+(see :func:`listable`), and every reply is parsed strictly by the caller: a
+reply of the wrong shape discards the shell it came from, so nothing left
+unread in it can be taken for the answer to a later command.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
+import secrets
 import shlex
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import anyio
 import asyncssh
 
 from finalcopy.hashing import ALGORITHMS, Algorithm
 
+_T = TypeVar("_T")
+
 #: Longest command line sent at once (a batch of hashed paths).
 COMMAND_MAX = 32 * 1024
+#: What hash tools print as the name of standard input (``xxh128sum`` says ``stdin``).
+STDIN_NAMES = ("-", "stdin")
+
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def _marker() -> str:
+    """An end-of-output line nobody can predict, so no file name can forge it."""
+    return f"@finalcopy-{secrets.token_hex(16)}@"
 
 
 class RemoteShell:
@@ -29,7 +51,7 @@ class RemoteShell:
 
     def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
         self._process = process
-        self._serial = 0
+        self._synced = False
         self.healthy = True
 
     @classmethod
@@ -40,24 +62,36 @@ class RemoteShell:
 
     async def run(self, command: str) -> list[str]:
         """Output lines of ``command``; raises ``ConnectionLost`` if the shell ended."""
-        self._serial += 1
-        marker = f"@finalcopy-{self._serial}@"
+        marker = _marker()
         script = f"{{ {command}\n}} </dev/null 2>/dev/null\necho '{marker}'\n"
-        lines: list[str] = []
+        # What the login shell's rc files print comes before a first, separate marker.
+        sync = None if self._synced else _marker()
+        if sync is not None:
+            script = f"echo '{sync}'\n{script}"
         try:
             self._process.stdin.write(script.encode("utf-8", "surrogateescape"))
-            while True:
-                line = await self._process.stdout.readline()
-                if not line:
-                    raise asyncssh.ConnectionLost("the remote shell ended")
-                text = line.decode("utf-8", "replace").rstrip("\n")
-                if text == marker:
-                    return lines
-                lines.append(text)
+            if sync is not None:
+                await self._read_until(sync)
+                self._synced = True
+            return await self._read_until(marker)
         except BaseException:
             # Half-read output would be taken for the next request's.
             self.healthy = False
             raise
+
+    async def _read_until(self, marker: str) -> list[str]:
+        lines: list[str] = []
+        while True:
+            line = await self._process.stdout.readline()
+            if not line:
+                raise asyncssh.ConnectionLost("the remote shell ended")
+            text = line.decode("utf-8", "replace").rstrip("\n")
+            if text.endswith(marker):
+                # Output without a final newline shares the marker's line.
+                if text != marker:
+                    lines.append(text.removesuffix(marker))
+                return lines
+            lines.append(text)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -73,11 +107,15 @@ class ShellPool:
         self._slots = anyio.Semaphore(size)
         self._idle: list[RemoteShell] = []
 
-    async def run(self, command: str) -> list[str]:
+    async def run(self, command: str, parse: Callable[[list[str]], _T | None]) -> _T | None:
+        """``parse`` of the output of ``command``; ``None`` (and that shell closed) if malformed."""
         async with self._slots:
             shell = self._idle.pop() if self._idle else await RemoteShell.start(self._conn)
             try:
-                return await shell.run(command)
+                result = parse(await shell.run(command))
+                # In sync or not, a shell that printed the unexpected is not trusted again.
+                shell.healthy = result is not None
+                return result
             finally:
                 if shell.healthy:
                     self._idle.append(shell)
@@ -99,17 +137,46 @@ def quote(path: str) -> str | None:
     return shlex.quote(path)
 
 
-def parse_digest(line: str, algorithm: Algorithm) -> str | None:
-    """The digest a ``b3sum``-style tool printed first on ``line``, if it looks like one.
+def listable(path: str) -> bool:
+    """Whether a hash tool prints ``path`` verbatim on one line of a listing.
 
-    GNU-style tools prefix the line with ``\\`` when they escape the name.
+    GNU tools and ``b3sum`` escape names holding a backslash or a line break,
+    ``xxh128sum`` prints them raw; such names (and names that are not UTF-8)
+    are hashed one per command from standard input, or read back over SFTP.
     """
-    digest = line.split(" ", 1)[0].removeprefix("\\")
-    if len(digest) == len(algorithm.new().hexdigest()) and all(
-        c in "0123456789abcdef" for c in digest
-    ):
-        return digest
-    return None
+    return not any(c in path for c in "\n\r\\") and quote(path) is not None
+
+
+def _digest(text: str, algorithm: Algorithm) -> str | None:
+    size = len(algorithm.new().hexdigest())
+    return text if len(text) == size and _HEX.fullmatch(text) else None
+
+
+def parse_stdin_digest(lines: list[str], algorithm: Algorithm) -> str | None:
+    """The digest of ``tool < file``: exactly one line ``<hex>  -`` (or ``stdin``)."""
+    if len(lines) != 1:
+        return None
+    digest, sep, name = lines[0].partition("  ")
+    return _digest(digest, algorithm) if sep and name in STDIN_NAMES else None
+
+
+def parse_listing(lines: list[str], names: Sequence[str], algorithm: Algorithm) -> list[str] | None:
+    """The digests of ``tool -- NAMES...``: one line ``<hex>  <name>`` per name, in order."""
+    if len(lines) != len(names):
+        return None
+    digests: list[str] = []
+    for line, name in zip(lines, names, strict=True):
+        digest, sep, printed = line.partition("  ")
+        checked = _digest(digest, algorithm)
+        if checked is None or not sep or printed != name:
+            return None
+        digests.append(checked)
+    return digests
+
+
+def parse_silence(lines: list[str]) -> bool | None:
+    """For commands that print nothing (``sync``): ``True``, or ``None`` if they printed."""
+    return None if lines else True
 
 
 def detect_command() -> str:
@@ -117,14 +184,16 @@ def detect_command() -> str:
     return "; ".join(f"{a.checker} </dev/null" for a in ALGORITHMS.values())
 
 
-def detected_tools(lines: list[str]) -> dict[str, str]:
-    """Algorithm name → tool, from the output of :func:`detect_command`."""
+def detected_tools(lines: list[str]) -> dict[str, str] | None:
+    """Algorithm name → tool, from the output of :func:`detect_command` (``None`` if malformed)."""
     empty = {a.new().hexdigest(): a for a in ALGORITHMS.values()}
     found: dict[str, str] = {}
     for line in lines:
-        algorithm = empty.get(line.split(" ", 1)[0])
-        if algorithm is not None:
-            found[algorithm.name] = algorithm.checker
+        digest, sep, name = line.partition("  ")
+        algorithm = empty.get(digest)
+        if algorithm is None or not sep or name not in STDIN_NAMES:
+            return None
+        found[algorithm.name] = algorithm.checker
     return found
 
 

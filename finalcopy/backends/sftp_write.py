@@ -5,6 +5,15 @@ oldest first. An SFTP server handles the requests of one handle in order, so
 ``fsetstat``, ``fsync@openssh.com`` and ``close`` ride in the same pipeline as
 the writes; only the rename waits until every reply is in, so a final name
 never receives a file with a failed write.
+
+Temporary names are predictable and whoever can write into the destination
+may plant something there, typically a symbolic link to a file to destroy.
+SFTP opens by path and follows links, so a temporary file is only ever
+created exclusively (``FXF_CREAT | FXF_EXCL``: a link there makes the open
+fail instead of being followed), after removing what is in the way (SFTP
+``remove`` unlinks a link itself); and a partial file is only continued when
+the handle opened on it describes the very regular file ``lstat`` saw (see
+:func:`open_temp_file`).
 """
 
 from __future__ import annotations
@@ -43,6 +52,8 @@ logger = logging.getLogger("finalcopy.sftp")
 WINDOW_BYTES = 2 * 1024 * 1024
 #: The SFTP draft requires servers to accept writes of this size.
 SAFE_WRITE = 32 * 1024
+#: Flags of a fresh temporary file: never opened if anything (a link…) holds the name.
+CREATE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
 
 
 def kind_of(attrs: asyncssh.SFTPAttrs) -> EntryKind:
@@ -90,6 +101,72 @@ async def limited(seconds: float, awaitable: Awaitable[Any]) -> Any:
         return await awaitable
 
 
+def same_file(seen: asyncssh.SFTPAttrs, opened: asyncssh.SFTPAttrs) -> bool:
+    """Whether ``fstat`` of a handle (``opened``) matches the ``lstat`` taken before opening.
+
+    SFTP v3 carries no inode number: type, permissions, owner, size and mtime
+    are what tell a partial file from a link swapped in behind its name.
+    """
+    fields = ("permissions", "uid", "gid", "size", "mtime")
+    return all(getattr(seen, f) == getattr(opened, f) for f in fields)
+
+
+async def create_exclusive(
+    channel: asyncssh.SFTPClient, tmp: str, where: str
+) -> asyncssh.SFTPClientFile:
+    """Create ``tmp`` exclusively, removing a leftover file or link found at that name.
+
+    A folder there is an error: it is not ours to remove.
+    """
+    attrs = asyncssh.SFTPAttrs(permissions=0o600)
+    try:
+        return await channel.open(tmp, CREATE_FLAGS, attrs, encoding=None, block_size=0)
+    except asyncssh.SFTPError as exc:
+        if is_connection_error(exc):
+            raise
+        try:
+            found = await channel.lstat(tmp)
+        except asyncssh.SFTPNoSuchFile:
+            raise exc from None  # not in the way: the refusal has another cause
+    if kind_of(found) == "dir":
+        raise DestinationError(
+            f"cannot create '{where}': a folder is in the way at its temporary name "
+            f"'{posixpath.basename(tmp)}'"
+        )
+    await channel.remove(tmp)  # a leftover; for a link, the link itself goes
+    return await channel.open(tmp, CREATE_FLAGS, attrs, encoding=None, block_size=0)
+
+
+async def open_temp_file(
+    channel: asyncssh.SFTPClient, tmp: str, where: str, resume: int
+) -> tuple[asyncssh.SFTPClientFile, int]:
+    """A handle on ``tmp`` for writing, and the offset to write at.
+
+    With ``resume`` > 0, the partial file is continued when it is still a
+    regular file of ``resume`` bytes: opened without ``CREAT``/``TRUNC``,
+    and kept only if the handle's ``fstat`` matches the ``lstat`` (else a
+    link was swapped in, or the file changed). Otherwise a fresh file.
+    """
+    if resume:
+        with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+            seen = await channel.lstat(tmp)
+            if kind_of(seen) == "file" and seen.size == resume:
+                file = await channel.open(tmp, asyncssh.FXF_WRITE, encoding=None, block_size=0)
+                same = False
+                try:
+                    same = same_file(seen, await file.stat())
+                finally:
+                    if not same:
+                        with contextlib.suppress(asyncssh.Error, OSError):
+                            await file.close()
+                if same:
+                    return file, resume
+                logger.warning(
+                    "the partial file of '%s' changed as it was opened: starting over", where
+                )
+    return await create_exclusive(channel, tmp, where), 0
+
+
 @dataclass
 class ServerQuirks:
     """Extensions found missing on this server; learnt on first use, warned about once."""
@@ -123,6 +200,7 @@ class SftpTempWriter(TempWriter):
         channel: asyncssh.SFTPClient,
         file: asyncssh.SFTPClientFile,
         final: str,
+        tmp: str,
         where: str,
         offset: int,
         timeout: float,
@@ -132,7 +210,7 @@ class SftpTempWriter(TempWriter):
         self.channel = channel
         self.file = file
         self.final = final
-        self.tmp = tmp_path(final)
+        self.tmp = tmp
         self.where = where
         self.offset = offset
         self.timeout = timeout
@@ -149,20 +227,21 @@ class SftpTempWriter(TempWriter):
         cls,
         session: Session,
         final: str,
+        tmp: str,
         where: str,
         *,
-        offset: int = 0,
+        resume: int = 0,
         time_limit: float,
         quirks: ServerQuirks,
     ) -> SftpTempWriter:
-        """Create (truncate) the temporary file, or with ``offset`` continue the existing one."""
+        """Create the temporary file ``tmp``, or continue it at ``resume``.
+
+        See :func:`open_temp_file`; ``offset`` is 0 when the partial file could
+        not be continued, and the caller must then start over.
+        """
         channel = session.channel()
-        flags = asyncssh.FXF_WRITE | (0 if offset else asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC)
-        attrs = asyncssh.SFTPAttrs(permissions=0o600)
-        file = await limited(
-            time_limit, channel.open(tmp_path(final), flags, attrs, encoding=None, block_size=0)
-        )
-        return cls(session, channel, file, final, where, offset, time_limit, quirks)
+        file, offset = await limited(time_limit, open_temp_file(channel, tmp, where, resume))
+        return cls(session, channel, file, final, tmp, where, offset, time_limit, quirks)
 
     async def write(self, data: bytes | memoryview) -> None:
         if len(data) <= self.write_len:

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -47,7 +48,7 @@ from finalcopy.cli.app import (
     run_cancellable,
 )
 from finalcopy.cli.render import JsonRenderer, PlainRenderer, human_bytes
-from finalcopy.engine import BytesProgress, CopyOptions, Event
+from finalcopy.engine import BytesProgress, CopyOptions, Event, Notice
 from finalcopy.errors import UsageError
 from finalcopy.finalize import RunReport, Settings, run_finalization
 from finalcopy.finalize.demo import generate_demo
@@ -98,6 +99,8 @@ class PlainPipelineRenderer:
                 self.line(f"not ready: '{event.project}': {event.reason}")
         elif isinstance(event, ProjectEvent) and event.event is not None:
             self._engine(event.phase, event.event)
+        elif isinstance(event, Notice):
+            run_warning(event, self.verbose)
 
     def _engine(self, phase: str, event: Event) -> None:
         # Archive and restore copies are small: only their failures and warnings show.
@@ -161,6 +164,11 @@ class RichPipelineRenderer:
         elif isinstance(event, FolderNotReady):
             if self.verbose:
                 self.print(f"[dim]not ready: '{event.project}': {event.reason}[/dim]")
+        elif isinstance(event, Notice):
+            if event.level == "warning" and not self.verbose:
+                self.progress.console.print(
+                    f"[bold yellow]WARNING:[/bold yellow] {escape(event.message)}", highlight=False
+                )
         elif isinstance(event, ProjectEvent) and event.phase == "copy":
             inner = event.event
             if isinstance(inner, BytesProgress) and self.project is not None:
@@ -182,8 +190,9 @@ class RichPipelineRenderer:
 class JsonPipelineRenderer:
     """JSON lines: engine events tagged with ``project`` and ``phase``, project events, report."""
 
-    def __init__(self) -> None:
+    def __init__(self, verbose: bool = False) -> None:
         self.json = JsonRenderer()
+        self.verbose = verbose
 
     def __enter__(self) -> JsonPipelineRenderer:
         return self
@@ -196,6 +205,8 @@ class JsonPipelineRenderer:
         if isinstance(inner, BytesProgress) and self.json.throttled(inner):
             return
         self.json.emit(event.to_dict())
+        if isinstance(event, Notice):
+            run_warning(event, self.verbose)  # stdout is for programs; people read stderr
 
     def summary(self, report: RunReport, lines: list[str]) -> None:
         self.json.emit(report.to_dict())  # kind: finalize_report
@@ -204,9 +215,16 @@ class JsonPipelineRenderer:
 PipelineRenderer = PlainPipelineRenderer | RichPipelineRenderer | JsonPipelineRenderer
 
 
+def run_warning(event: Notice, verbose: bool) -> None:
+    """A run-level warning (the fallback) on stderr; with ``-v`` the echoed log shows it."""
+    if event.level == "warning" and not verbose:
+        with contextlib.suppress(OSError):
+            print(f"WARNING: {event.message}", file=sys.stderr, flush=True)
+
+
 def make_pipeline_renderer(json_output: bool, verbose: bool) -> PipelineRenderer:
     if json_output:
-        return JsonPipelineRenderer()
+        return JsonPipelineRenderer(verbose)
     if sys.stderr.isatty():
         return RichPipelineRenderer(verbose)
     return PlainPipelineRenderer(verbose)
@@ -218,6 +236,8 @@ def summary_lines(report: RunReport, settings: Settings) -> list[str]:
     if report.destination_unusable:
         lines.append("No usable destination; nothing was touched:")
         lines += [f"  {note}" for note in report.destination_notes]
+        if settings.no_fallback:
+            lines.append("  (fallbacks forbidden by --no-fallback / FINALIZE_NO_FALLBACK)")
         return lines
     verb = "would finalize" if report.dry_run else "finalized"
     total = len(report.projects)
@@ -235,8 +255,8 @@ def summary_lines(report: RunReport, settings: Settings) -> list[str]:
     for name, reason in sorted(report.not_ready.items()):
         lines.append(f"  not ready   {name}: {reason}")
     lines.append(f"destination: {report.destination}")
-    for note in report.destination_notes:
-        lines.append(f"  (passed over: {note})")
+    if report.fallback.used:
+        lines.append(f"  WARNING: {report.fallback.message}")
     if not report.dry_run:
         lines.append(f"archives:    {report.archives_dir}")
         lines.append(f"log:         {report.log_file or '(none)'}")
@@ -292,6 +312,16 @@ def run_command(
             help="Used when the output is not writable (must exist); then BASE/_finalized_output.",
         ),
     ] = None,
+    no_fallback: Annotated[
+        bool,
+        typer.Option(
+            "--no-fallback/--fallback",
+            envvar="FINALIZE_NO_FALLBACK",
+            help="An unusable output is an error (exit 3, nothing touched) instead of a "
+            "fallback to FALLBACK_OUTPUT_DIR or BASE/_finalized_output. A fallback, when "
+            "allowed, is a WARNING in the log, on the console, in the report and status file.",
+        ),
+    ] = False,
     archives_dir: Annotated[
         Path | None,
         typer.Option(
@@ -374,7 +404,8 @@ def run_command(
     verify it byte for byte, then delete its source.
 
     Exit codes: 0 every ready project finalized (or nothing to do), 1 some failed,
-    2 usage error, 3 no usable destination, 130 interrupted. See docs/run.md.
+    2 usage error, 3 no usable destination (or, with --no-fallback, an unusable output),
+    130 interrupted. See docs/run.md.
     """
     copy_options = CopyOptions(
         algorithm=hash_name,
@@ -388,6 +419,7 @@ def run_command(
             "output_dir": output_dir,
             "cache_root_dir": cache_root_dir,
             "fallback_output_dir": fallback_output_dir,
+            "no_fallback": no_fallback,
             "archives_dir": archives_dir,
             "mode": mode,
             "restore_archives": restore_archives,

@@ -10,6 +10,7 @@ local backend handles many of them per worker-thread hop.
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from typing import Any, Literal
 import anyio
 import anyio.to_thread
 
-from finalcopy.backends.base import Backend, FileTransfer, join
+from finalcopy.backends.base import Backend, FileTransfer, is_temp_name, join, temp_name
 from finalcopy.engine.events import (
     BytesProgress,
     EventSink,
@@ -32,6 +33,7 @@ from finalcopy.engine.events import (
     Retry,
     discard,
 )
+from finalcopy.engine.lock import DestinationLock
 from finalcopy.engine.manifest import (
     NAMES_NAME,
     STATE_NAME,
@@ -42,7 +44,7 @@ from finalcopy.engine.manifest import (
     parse_state,
 )
 from finalcopy.engine.plan import META_DIR, Plan, PlannedFile, scan
-from finalcopy.engine.source import ContentInspector, FileChunkSource
+from finalcopy.engine.source import ContentInspector, FileChunkSource, SourceRead
 from finalcopy.errors import (
     DestinationUnusable,
     FinalcopyError,
@@ -82,6 +84,14 @@ class CopyOptions:
     dry_run: bool = False
     inspectors: InspectorChooser | None = None
     """Per path, a factory of content inspectors fed the same chunks that are copied."""
+    lock: bool = True
+    """Hold the destination folder's lock (:mod:`finalcopy.engine.lock`) while copying;
+    the pipeline turns it off because it holds that lock itself, for longer."""
+    backup_dir: str = ""
+    """When set (relative to the copy's root), a destination entry this copy would
+    replace is first moved there under its own relative path, so that a caller can
+    put it back (the pipeline's rollback). An entry already there is never
+    overwritten: it is the oldest version, the one to restore."""
 
     def validate(self) -> Algorithm:
         if not 4 * KiB <= self.chunk_size <= 16 * MiB:
@@ -115,6 +125,14 @@ class CopyReport:
     manifest: str = ""
     written: list[str] = field(default_factory=list)
     """Destination paths this run created or replaced (for rollback by the pipeline)."""
+    proven: dict[str, str] = field(default_factory=dict)
+    """Source path → digest of the destination's bytes, computed in this run (read back,
+    hashed on the server, or re-proven for a skipped file): the only proof that counts
+    before deleting a source."""
+    seen: dict[str, SourceRead] = field(default_factory=dict)
+    """Source path → how the source looked when this run read it (streamed files only)."""
+    replaced: dict[str, str] = field(default_factory=dict)
+    """Destination path → where the entry it replaced was moved (``backup_dir``)."""
 
     @property
     def ok(self) -> bool:
@@ -185,10 +203,30 @@ class _Run:
         self.done_bytes = 0
         self.fatal: FinalcopyError | None = None
         self.last_checkpoint = time.monotonic()
+        self.lock: DestinationLock | None = None
+        # Planned names that look like temporary names: no temporary file may take one.
+        self.temp_like = {
+            self.dest_path(path)
+            for path in (*(f.path for f in plan.files), *(lk.path for lk in plan.links))
+            if is_temp_name(path.rpartition("/")[2])
+        }
 
     def dest_path(self, path: str) -> str:
         """Where ``path`` (relative to the source) is stored: names may be mapped (NTFS)."""
         return self.backend.dest_name(join(self.dest, path))
+
+    def temp_path(self, path: str) -> str:
+        """The temporary file for destination ``path``: beside it, never a planned name.
+
+        A source may hold a file named exactly like a sibling's temporary name
+        (or an interrupted copy's leftover): it is copied like any other, and
+        the sibling's temporary file takes another name of the same shape.
+        """
+        folder, _, name = path.rpartition("/")
+        salt = 0
+        while (candidate := join(folder, temp_name(name, salt))) in self.temp_like:
+            salt += 1
+        return candidate
 
     def stored_name(self, path: str) -> str:
         """``path`` as stored, relative to ``dest``: what the manifest lists."""
@@ -215,18 +253,48 @@ class _Run:
             and r.source_mtime_ns == f.mtime_ns
         ]
         stats = await self.backend.stat([self.dest_path(f.path) for f in candidates])
-        trusted: set[str] = set()
-        for f, st in zip(candidates, stats, strict=True):
-            record = previous[f.path]
-            if (
-                st is not None
-                and st.kind == "file"
-                and st.size == record.size
-                and st.mtime_ns == record.dest_mtime_ns
-            ):
-                trusted.add(f.path)
-                self.records[f.path] = record
+        hinted = [
+            f
+            for f, st in zip(candidates, stats, strict=True)
+            if st is not None
+            and st.kind == "file"
+            and st.size == previous[f.path].size
+            and st.mtime_ns == previous[f.path].dest_mtime_ns
+        ]
+        if self.options.verify == "readback":
+            hinted = await self._reprove(hinted, previous)
+        for f in hinted:
+            self.records[f.path] = previous[f.path]
+        trusted = {f.path for f in hinted}
         return [f for f in files if f.path not in trusted]
+
+    async def _reprove(
+        self, hinted: list[PlannedFile], previous: dict[str, StateRecord]
+    ) -> list[PlannedFile]:
+        """The hinted files whose destination bytes hash to their record's digest now.
+
+        A state record is a hint, never a proof: it may be forged, or the file
+        damaged since (bit rot, tampering, a tool restoring mtimes). Reading
+        the destination back (or hashing it on the server) costs far less than
+        sending it again, and keeps "verified" meaning "hashed in this run".
+        """
+        proven: list[PlannedFile] = []
+
+        async def one(f: PlannedFile) -> None:
+            async with limiter:
+                try:
+                    digest = await self.backend.hash_file(self.dest_path(f.path), self.algorithm)
+                except FinalcopyError:
+                    return  # copied again, which reports the destination's error if it persists
+            if digest == previous[f.path].digest:
+                self.report.proven[f.path] = digest
+                proven.append(f)
+
+        limiter = anyio.CapacityLimiter(self.options.jobs)
+        async with anyio.create_task_group() as tg:
+            for f in hinted:
+                tg.start_soon(one, f)
+        return proven
 
     async def _select_by_checksum(self, files: list[PlannedFile]) -> list[PlannedFile]:
         stats = await self.backend.stat([self.dest_path(f.path) for f in files])
@@ -240,6 +308,7 @@ class _Run:
             if source_digest != dest_digest:
                 todo.append(f)
                 continue
+            self.report.proven[f.path] = dest_digest
             self.records[f.path] = StateRecord(
                 f.path, f.size, f.mtime_ns, st.mtime_ns, self.algorithm.name, source_digest
             )
@@ -294,6 +363,8 @@ class _Run:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_cancel, tg.cancel_scope)
                 tg.start_soon(self._tick)
+                if self.lock is not None:
+                    tg.start_soon(self.lock.keep_alive)
                 async with anyio.create_task_group() as workers:
                     for _ in range(min(self.options.jobs, len(batches))):
                         workers.start_soon(self._worker, receive.clone())
@@ -341,11 +412,13 @@ class _Run:
         transfers: list[tuple[PlannedFile, FileChunkSource, FileTransfer]] = []
         for f in batch:
             source = self._source(f)
+            final = self.dest_path(f.path)
             transfer = FileTransfer(
-                path=self.dest_path(f.path),
+                path=final,
                 source=source,
                 mode=f.mode,
                 mtime_ns=f.mtime_ns,
+                temp=self.temp_path(final),
                 readback=self.options.verify == "readback",
             )
             transfers.append((f, source, transfer))
@@ -377,6 +450,10 @@ class _Run:
             self.fail(f.path, str(transfer.error))
             return
         digest = source.digest()
+        if self.options.verify == "readback":
+            self.report.proven[f.path] = digest  # _verify compared it with the read-back
+        if source.seen is not None:
+            self.report.seen[f.path] = source.seen
         self.records[f.path] = StateRecord(
             f.path, f.size, f.mtime_ns, transfer.dest_mtime_ns, self.algorithm.name, digest
         )
@@ -422,6 +499,27 @@ class _Run:
         self.report.failed[path] = message
         self.events(FileFailed(path=path, error=message))
 
+    async def move_aside(self, files: list[PlannedFile]) -> None:
+        """``backup_dir``: move the destination entries this copy will replace into it."""
+        if not self.options.backup_dir:
+            return
+        paths = [self.dest_path(f.path) for f in files]
+        paths += [self.dest_path(link.path) for link in self.plan.links]
+        stats = await self.backend.stat(paths)
+        present = [p for p, st in zip(paths, stats, strict=True) if st and st.kind != "dir"]
+        if not present:
+            return
+        root, folder = self.dest_path(""), self.dest_path(self.options.backup_dir)
+        aside = {p: join(folder, p[len(root) :].lstrip("/")) for p in present}
+        kept = await self.backend.stat(list(aside.values()))
+        await self.backend.makedirs(sorted({posixpath.dirname(b) for b in aside.values()}))
+        for (path, backup), st in zip(aside.items(), kept, strict=True):
+            if st is None:
+                await self.backend.rename(path, backup)
+            # else: an interrupted attempt moved the original there already; what the
+            # final name holds now is that attempt's copy, and the original stays put.
+            self.report.replaced[path] = backup
+
     # -- finishing --------------------------------------------------------------
 
     async def maybe_checkpoint(self) -> None:
@@ -463,7 +561,7 @@ class _Run:
         digests = {self.stored_name(path): r.digest for path, r in self.records.items()}
         path = self.dest_path(join(META_DIR, self.algorithm.manifest_name))
         await self.backend.write_bytes(
-            path, format_manifest(digests, escape_backslash=self.algorithm.escapes_backslash)
+            path, format_manifest(digests, algorithm=self.algorithm.name)
         )
         await self.write_names()
         await self.write_state()
@@ -567,13 +665,31 @@ async def copy_tree(
             f"not enough space on '{backend.describe(dest)}': {todo_bytes} bytes to copy, "
             f"{free} available"
         )
-    await backend.makedirs([run.dest_path(d.path) for d in plan.dirs])
+    if options.lock:
+        run.lock = DestinationLock(backend, dest, "copy")
+        await run.lock.acquire()
+    try:
+        await _copy_files(run, todo)
+    finally:
+        if run.lock is not None:
+            with anyio.CancelScope(shield=True):
+                await run.lock.release()
+    run.emit_progress()
+    report.duration = time.monotonic() - started
+    return report
+
+
+async def _copy_files(run: _Run, todo: list[PlannedFile]) -> None:
+    """Create the folders, move replaced entries aside, stream the files, seal the tree."""
+    backend, events, report = run.backend, run.events, run.report
+    await backend.makedirs([run.dest_path(d.path) for d in run.plan.dirs])
     backend.on_retry = lambda path, attempt, error: events(
         Retry(path=path, attempt=attempt, error=error)
     )
     try:
+        await run.move_aside(todo)
         await run.transfer(run.batches(todo))
-        if cancel.is_set():
+        if run.cancel.is_set():
             raise Interrupted("interrupted")
         await run.link_tree()
         report.manifest = await run.write_manifest()
@@ -584,6 +700,3 @@ async def copy_tree(
             await run.write_state()
     finally:
         backend.on_retry = None
-    run.emit_progress()
-    report.duration = time.monotonic() - started
-    return report

@@ -7,8 +7,11 @@ counter, and then the backend's write. There is no second read of the source.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -27,6 +30,44 @@ class ContentInspector(Protocol):
 
 
 InspectorFactory = Callable[[str], "ContentInspector | None"]
+
+
+@dataclass(frozen=True)
+class SourceIdentity:
+    """What the file system said about a source file: enough to notice any later write.
+
+    ``ctime`` cannot be set by a user, so a rewrite that restores the mtime is
+    still seen; ``dev``/``ino`` catch a file replaced by rename.
+    """
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> SourceIdentity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def same_content_stamps(self, other: SourceIdentity) -> bool:
+        """Equal but for ctime, which also moves when a link is added (the archive's staging)."""
+        return (self.dev, self.ino, self.size, self.mtime_ns) == (
+            other.dev,
+            other.ino,
+            other.size,
+            other.mtime_ns,
+        )
+
+
+@dataclass(frozen=True)
+class SourceRead:
+    """How a source file looked when its copy read it: from open to end of file."""
+
+    identity: SourceIdentity
+    """``fstat`` at open; its size and mtime held until end of file, or the read was refused."""
+    opened_ns: int
+    """Wall clock (``time.time_ns``) just before the first byte was read."""
 
 
 class FileChunkSource:
@@ -57,11 +98,17 @@ class FileChunkSource:
         self._view = memoryview(self._buffer)
         self._file: BinaryIO | None = None
         self._finished = False
+        self._opened: SourceIdentity | None = None
+        self._opened_ns = 0
+        self.seen: SourceRead | None = None
+        """Set at end of file when the file did not change while it was read."""
 
     def _open(self) -> BinaryIO:
         if self._file is None:
             try:
+                self._opened_ns = time.time_ns()
                 self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
+                self._opened = SourceIdentity.of(os.fstat(self._file.fileno()))
             except OSError as exc:
                 raise source_error(exc, self.path) from None
         return self._file
@@ -82,7 +129,6 @@ class FileChunkSource:
         except OSError as exc:
             raise source_error(exc, self.path) from None
         if not n:
-            self.close()  # a batch of small files keeps one descriptor open, not one per file
             self._finish()
             return view[:0]
         chunk = view[:n]
@@ -93,7 +139,6 @@ class FileChunkSource:
         if n < limit:
             # A short read of a regular file is its end: skip the extra read
             # that would return 0 (one syscall less per small file).
-            self.close()
             self._finish()
         return chunk
 
@@ -122,16 +167,31 @@ class FileChunkSource:
         self._inspector = self._new_inspector() if self._new_inspector else None
         self.done = 0
         self._finished = False
+        self.seen = None
 
     def _finish(self) -> None:
+        """End of file: check the file held still while read, then close it.
+
+        Closing here keeps one descriptor open for a batch of small files, not one per file.
+        """
         if self._finished:
             return
         self._finished = True
+        try:
+            assert self._file is not None and self._opened is not None
+            now = SourceIdentity.of(os.fstat(self._file.fileno()))
+        except OSError as exc:
+            raise source_error(exc, self.path) from None
+        finally:
+            self.close()
         if self.done != self.size:
             raise SourceError(
                 f"'{self.path}' changed size while being copied "
                 f"({self.size} bytes planned, {self.done} read)"
             )
+        if not now.same_content_stamps(self._opened):
+            raise SourceError(f"'{self.path}' was modified while being copied")
+        self.seen = SourceRead(now, self._opened_ns)
         if self._inspector is not None:
             self._inspector.finish()
 

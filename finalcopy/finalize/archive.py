@@ -37,7 +37,9 @@ from finalcopy.engine.manifest import (
     parse_state,
 )
 from finalcopy.errors import FinalcopyError, Interrupted
+from finalcopy.finalize.cleanup import REPLACED_DIR
 from finalcopy.finalize.destination import free_name
+from finalcopy.finalize.metadir import check_private_dir
 from finalcopy.hashing import Algorithm
 
 
@@ -69,6 +71,11 @@ class ArchiveStep:
     algorithm: Algorithm
     events: EventSink
     cancel: threading.Event
+
+    def _staging(self, name: str) -> Path:
+        """``WORK/.finalcopy/stage/<name>``, its folders checked to be real ones (no links)."""
+        meta = self.stage_root.parent
+        return check_private_dir(meta.parent, meta.name, self.stage_root.name) / name
 
     async def _conflicts(self, project: Path, name: str, artifacts: list[str]) -> list[str] | None:
         """Artifacts already archived under ``name`` with other content.
@@ -117,7 +124,7 @@ class ArchiveStep:
                 f"'{self.backend.describe(name)}' (e.g. {conflicts[0]}); the earlier archive is "
                 f"kept and this one goes to '{self.backend.describe(target)}'"
             )
-        folder = self.stage_root / f"{name}.archive"
+        folder = self._staging(f"{name}.archive")
         await anyio.to_thread.run_sync(stage, [(project / rel, rel) for rel in artifacts], folder)
         try:
             report = await copy_tree(
@@ -157,11 +164,14 @@ class ArchiveStep:
         old_manifest = await output.read_bytes(manifest_path) or b""
         old_state = await output.read_bytes(state_path) or b""
         root = Path(self.backend.root, name)
-        folder = self.stage_root / f"{name}.restore"
+        folder = self._staging(f"{name}.restore")
         await anyio.to_thread.run_sync(stage, [(root / rel, rel) for rel in missing], folder)
         try:
+            # Into the project's copy, whose lock the run holds; a file there is kept
+            # aside like the copy's own (see finalize.cleanup.Rollback).
+            options = replace(self.options, lock=False, backup_dir=REPLACED_DIR)
             report = await copy_tree(
-                folder, output, self.options, dest=target, events=self.events, cancel=self.cancel
+                folder, output, options, dest=target, events=self.events, cancel=self.cancel
             )
         finally:
             await anyio.to_thread.run_sync(unstage, folder)
@@ -171,7 +181,7 @@ class ArchiveStep:
             records = {**parse_state(old_state), **parse_state(new_state)}
             await output.write_bytes(
                 manifest_path,
-                format_manifest(digests, escape_backslash=self.algorithm.escapes_backslash),
+                format_manifest(digests, algorithm=self.algorithm.name),
             )
             await output.write_bytes(state_path, format_state(records.values()))
         _raise_for(report, "restoring archived artifacts")

@@ -1,11 +1,16 @@
 """Removing things safely: the verified source at the end, and a failed copy's own writes.
 
-Two rules hold for every removal here:
+Rules that hold for every removal here:
 
 * nothing under ``ARCHIVES_DIR`` (symlinks resolved), nor anything holding it;
 * on the source side, nothing outside the work directory. Project folders are
   vetted once (:class:`DeletionGuard`); below them the walk never follows a
-  symbolic link, so every path it reaches is inside.
+  symbolic link, so every path it reaches is inside;
+* a source file is unlinked only if the file there is still the one whose
+  bytes were proven equal to the destination's (same identity, checked right
+  before the unlink);
+* at the destination, a rollback removes only what this run wrote and puts
+  back what this run moved aside: never a file that was there before.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +26,12 @@ from pathlib import Path
 from finalcopy.backends import Backend
 from finalcopy.backends.base import join
 from finalcopy.engine import META_DIR
-from finalcopy.engine.manifest import StateRecord
+from finalcopy.engine.source import SourceIdentity
 from finalcopy.errors import FinalcopyError
 
 LARGE_FILE = 1 << 20
+REPLACED_DIR = f"{META_DIR}/replaced"
+"""Below a target: destination entries this run replaced, kept until the project commits."""
 
 
 class UnsafeDeletion(FinalcopyError):
@@ -95,41 +102,43 @@ def scan_source(root: Path) -> SourceTree:
     return tree
 
 
-def unchanged_since_copy(tree: SourceTree, records: Mapping[str, StateRecord]) -> list[str]:
-    """Files whose size and mtime are those the verified copy was made from."""
-    out = []
-    for rel, st in tree.files.items():
-        record = records.get(rel)
-        if record and record.size == st.st_size and record.source_mtime_ns == st.st_mtime_ns:
-            out.append(rel)
-    return out
-
-
 def delete_source(
     root: Path,
     guard: DeletionGuard,
-    deletable: Collection[str],
-    links: Collection[str],
+    proven: Mapping[str, SourceIdentity],
+    links: list[str],
     workers: int = 1,
 ) -> list[str]:
-    """Delete ``deletable`` files and ``links`` below ``root``, then empty folders, then ``root``.
+    """Delete the ``proven`` files and ``links`` below ``root``, then empty folders, then ``root``.
 
-    Returns what was kept (relative paths); an empty list means ``root`` is gone.
-    Blocking: run it in a worker thread.
+    A file is unlinked only if it still has the identity its proof was made
+    on (a rewrite or a replacement since is kept). Returns what was kept
+    (relative paths); an empty list means ``root`` is gone. Blocking: run it
+    in a worker thread.
     """
     guard.check_source(root)
     tree = scan_source(root)
-    allowed = set(deletable)
-    keep = [rel for rel in tree.files if rel not in allowed]
-    doomed = sorted(allowed & tree.files.keys(), key=lambda r: -tree.files[r].st_size)
+    doomed = sorted(
+        (rel for rel, st in tree.files.items() if proven.get(rel) == SourceIdentity.of(st)),
+        key=lambda r: -tree.files[r].st_size,
+    )
+    keep = sorted(set(tree.files) - set(doomed))
+
+    def unlink(rel: str) -> None:
+        path = root / rel
+        if SourceIdentity.of(os.lstat(path)) == proven[rel]:
+            path.unlink()
+        else:
+            keep.append(rel)
+
     large = [rel for rel in doomed if tree.files[rel].st_size >= LARGE_FILE]
     if workers > 1 and len(large) > 1:
         # Freeing a large file's blocks (or pages, on tmpfs) is kernel work: spread it.
         with ThreadPoolExecutor(min(workers, len(large))) as pool:
-            list(pool.map(lambda rel: (root / rel).unlink(), large))
+            list(pool.map(unlink, large))
         doomed = doomed[len(large) :]
     for rel in doomed:
-        (root / rel).unlink()
+        unlink(rel)
     allowed_links = set(links)
     for rel in tree.links:
         if rel in allowed_links:
@@ -147,9 +156,8 @@ def delete_source(
     return sorted(set(keep))
 
 
-async def remove_tree(backend: Backend, guard: DeletionGuard, path: str) -> None:
-    """Remove ``path`` and everything below it on a destination (``replace``: the old copy)."""
-    guard.check_destination(backend, path)
+async def remove_tree(backend: Backend, path: str) -> None:
+    """Remove ``path`` and everything below it (never following links)."""
     entries = await backend.walk(path)
     for rel, _st in sorted(entries, key=lambda e: (e[1].kind == "dir", -e[0].count("/"))):
         await backend.remove(rel)
@@ -158,60 +166,99 @@ async def remove_tree(backend: Backend, guard: DeletionGuard, path: str) -> None
 
 @dataclass
 class Rollback:
-    """Undo one project's writes at a destination, and only those.
+    """Put a destination folder back as it was before this run wrote into it.
 
-    Taken before the copy: which entries already existed below ``target``
-    and the content of its manifest and state files, which the engine
-    rewrites. After a failure, files this run wrote (the engine's
-    ``written`` list, plus anything new since the snapshot) are removed, then
-    folders it created, and the bookkeeping files are put back as they were.
+    Taken before the copy (:meth:`snapshot`): which folders existed, and which
+    of finalcopy's own files (manifest, state…) existed — those are copied into
+    :data:`REPLACED_DIR` first, since the engine rewrites them. During the
+    copy the engine moves every entry it replaces into :data:`REPLACED_DIR`
+    too (``CopyOptions.backup_dir``). :meth:`undo` then removes the files this
+    run wrote (``written``), moves every kept entry back to its name, and
+    removes the folders this run created if they are empty. Nothing this run
+    did not write is ever removed, so a rollback cannot take another run's
+    files, nor a file a crashed earlier attempt left (its source is still
+    there; a later run copies it again).
+
+    :meth:`commit` drops the kept entries once the new copy is verified and
+    durable.
     """
 
     backend: Backend
     target: str
-    existed: set[str] = field(default_factory=set)
-    meta: dict[str, bytes | None] = field(default_factory=dict)
+    existed: bool
+    dirs: set[str] = field(default_factory=set)
+    created_meta: list[str] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
+    undone: bool = False
+    """Set once :meth:`undo` restored everything."""
+
+    @property
+    def replaced_dir(self) -> str:
+        return join(self.target, REPLACED_DIR)
 
     @classmethod
     async def snapshot(cls, backend: Backend, target: str, meta_names: list[str]) -> Rollback:
         (st,) = await backend.stat([target])
-        existed = {target} if st is not None else set()
-        meta: dict[str, bytes | None] = {}
-        if st is not None:
-            existed.update(p for p, _ in await backend.walk(target))
-            for name in meta_names:
-                path = join(target, META_DIR, name)
-                meta[path] = await backend.read_bytes(path)
-        return cls(backend, target, existed, meta)
+        entries = await backend.walk(target) if st is not None else []
+        meta = join(target, META_DIR)
+        # The folder the run's own lock created is not "existing content".
+        content = [p for p, _ in entries if p != meta and not p.startswith(f"{meta}/lock")]
+        rollback = cls(backend, target, existed=bool(content))
+        if not content:
+            rollback.created_meta = [join(meta, name) for name in meta_names]
+            return rollback
+        rollback.dirs = {target} | {p for p, s in entries if s.kind == "dir"}
+        for name in meta_names:
+            path = join(target, META_DIR, name)
+            kept = join(rollback.replaced_dir, META_DIR, name)
+            data = await backend.read_bytes(path)
+            if data is None:
+                rollback.created_meta.append(path)
+            elif (await backend.stat([kept]))[0] is None:
+                await backend.write_bytes(kept, data)
+        return rollback
 
-    async def undo(self, guard: DeletionGuard) -> list[str]:
-        """Remove this run's writes; returns what could not be removed (with the reason)."""
+    async def undo(self) -> list[str]:
+        """Restore the folder; returns what could not be done (with the reason)."""
         problems: list[str] = []
-        guard.check_destination(self.backend, self.target)
-        now = await self.backend.walk(self.target)
-        new_files = {p for p, st in now if st.kind != "dir" and p not in self.existed}
-        meta_prefix = join(self.target, META_DIR) + "/"
-        doomed = (set(self.written) | new_files) - set(self.meta)
-        if self.existed:
-            doomed = {p for p in doomed if not p.startswith(meta_prefix)}
-        for path in sorted(doomed):
+        root = self.replaced_dir
+        kept = {
+            join(self.target, p[len(root) + 1 :]): p
+            for p, st in await self.backend.walk(root)
+            if st.kind != "dir"
+        }
+        for path in sorted({*self.written, *self.created_meta} - kept.keys()):
             try:
                 await self.backend.remove(path)
             except FinalcopyError as exc:
                 problems.append(str(exc))
-        for path, data in self.meta.items():
+        for final, aside in sorted(kept.items()):
             try:
-                if data is None:
-                    await self.backend.remove(path)
-                else:
-                    await self.backend.write_bytes(path, data)
+                await self.backend.remove(final)  # this run's copy; its source is still there
+                await self.backend.rename(aside, final)
             except FinalcopyError as exc:
-                problems.append(str(exc))
-        new_dirs = [p for p, st in now if st.kind == "dir" and p not in self.existed]
-        if self.target not in self.existed:
-            new_dirs.append(self.target)
-        for path in sorted(new_dirs, key=lambda d: -d.count("/")):
+                problems.append(f"{exc} (the previous version is kept in '{aside}')")
+        if not problems:
+            await self.commit()  # only empty folders are left in it
+            await self._drop_empty_dirs()
+            self.undone = True
+        return problems
+
+    async def commit(self) -> None:
+        """The new copy is final: the entries it replaced are no longer needed."""
+        with contextlib.suppress(FinalcopyError):
+            if (await self.backend.stat([self.replaced_dir]))[0] is not None:
+                await remove_tree(self.backend, self.replaced_dir)
+
+    async def _drop_empty_dirs(self) -> None:
+        now = [p for p, st in await self.backend.walk(self.target) if st.kind == "dir"]
+        created = [p for p in now if p not in self.dirs]
+        if not self.existed:
+            created.append(self.target)
+        for path in sorted(created, key=lambda d: -d.count("/")):
+            if path == join(self.target, META_DIR) or path.startswith(
+                join(self.target, META_DIR) + "/"
+            ):
+                continue  # the lock lives there until release; it tidies that folder
             with contextlib.suppress(FinalcopyError):
                 await self.backend.remove(path)
-        return problems

@@ -7,6 +7,9 @@ already exist: they are mount points, and creating a missing mount point's
 folder would quietly fill the system disk instead. ``_finalized_output/`` is
 created when needed. In a dry run nothing is written: existence and
 ``os.access`` stand in for the probe.
+
+Taking anything but the output is recorded as a :class:`Fallback` (the run
+warns about it); with ``no_fallback`` only the output is tried.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from finalcopy.backends import Backend, open_backend
 from finalcopy.errors import FinalcopyError
+from finalcopy.finalize.report import Fallback
 from finalcopy.finalize.settings import Settings
 
 
@@ -30,6 +34,8 @@ class Destination:
     dest: str = ""
     notes: list[str] = field(default_factory=list)
     """One line per candidate that was passed over, with the reason."""
+    fallback: Fallback = field(default_factory=Fallback)
+    """Set (``used``) when a candidate other than the output was chosen."""
 
     @property
     def describe(self) -> str:
@@ -77,14 +83,23 @@ def _writable_without_writing(path: Path) -> bool:
 async def choose_destination(settings: Settings) -> Destination:
     """Try the output, the fallback and the last resort in order; see the module docstring."""
     candidates: list[tuple[str, str, bool]] = [("output", settings.output, True)]
-    if settings.fallback_output is not None:
-        candidates.append(("FALLBACK_OUTPUT_DIR", str(settings.fallback_output), True))
-    candidates.append(("fallback", str(settings.last_resort_output), False))
+    if not settings.no_fallback:
+        if settings.fallback_output is not None:
+            candidates.append(("FALLBACK_OUTPUT_DIR", str(settings.fallback_output), True))
+        candidates.append(("fallback", str(settings.last_resort_output), False))
     notes: list[str] = []
     for label, dest, must_exist in candidates:
         backend, why = await _try(settings, label, dest, must_exist)
         if backend is not None:
-            return Destination(backend, dest, notes)
+            fallback = Fallback()
+            if notes:
+                fallback = Fallback(
+                    used=True,
+                    reason="; ".join(notes),
+                    intended=settings.output,
+                    used_destination=backend.describe(""),
+                )
+            return Destination(backend, dest, notes, fallback)
         notes.append(why)
     return Destination(None, "", notes)
 

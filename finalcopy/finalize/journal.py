@@ -6,18 +6,29 @@ confuse, read at the start of every project:
 ``copying``
     the copy goes to ``target`` on ``destination``; a re-run resumes into
     the same folder instead of choosing a new one (``rename``/``replace``),
-    so a project is finalized exactly once.
+    so a project is finalized exactly once. Destination files the copy
+    replaces wait in ``<target>/.finalcopy/replaced/`` until the project
+    commits; a failure (of this run or of a re-run) puts them back.
 ``swapping``
-    (``replace`` only) the new copy is verified; the old one is being removed.
+    (``replace`` only) the new copy in ``target`` is verified; the previous
+    copy ``old`` is being renamed to ``aside`` and ``target`` to ``old``.
+    A re-run finishes both renames.
 ``deleting``
     the copy at ``target`` is verified and durable; the source is being
     deleted. A re-run completes the deletion, removing only files whose
-    source and destination both match the manifest, whatever the project
+    source and destination bytes it hashes equal itself, whatever the project
     looks like now (it may no longer look "ready").
 
 The journal lives beside the source, not at the destination: it is the
 source that a crash leaves half deleted, and the destination may differ
 between runs (fallback).
+
+A journal file is untrusted input (anyone who can write the work directory
+can plant one): an entry is used only if every field is one this run could
+have written for this project — the folder names are re-derived from the
+project's name, the destination must be this run's — else it is ignored
+with a warning, and the project is copied afresh (which deletes nothing
+without a fresh proof).
 """
 
 from __future__ import annotations
@@ -25,11 +36,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
+
+from finalcopy.finalize.metadir import private_dir, read_small, sync_dir, write_atomic
 
 Phase = Literal["copying", "swapping", "deleting"]
+MAX_BYTES = 64 * 1024
+_STAMP = r"_\d{8}_\d{6}(?:_\d+)?"
 
 
 @dataclass(frozen=True)
@@ -42,55 +58,86 @@ class JournalEntry:
     phase: Phase
     run_id: str
     old: str = ""
-    """``replace``: the previous copy being swapped out."""
+    """``replace``: the previous copy, to be renamed to ``aside``."""
+    aside: str = ""
+    """``replace``: the name the previous copy is kept under."""
+
+
+def derived_names_ok(entry: JournalEntry) -> bool:
+    """Whether every folder name in ``entry`` is one finalcopy derives from the project's."""
+    name = re.escape(entry.project)
+    return (
+        bool(re.fullmatch(f"{name}(?:__finalized{_STAMP})?", entry.target))
+        and entry.old in ("", entry.project)
+        and (entry.aside == "" or bool(re.fullmatch(f"{name}__replaced{_STAMP}", entry.aside)))
+        and (entry.phase != "swapping" or bool(entry.old and entry.aside))
+    )
+
+
+def parse_entry(data: bytes, project: str) -> JournalEntry | None:
+    """The entry in ``data`` if it is well formed and belongs to ``project``."""
+    try:
+        raw: Any = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict) or set(raw) - set(JournalEntry.__dataclass_fields__):
+        return None
+    if not all(isinstance(v, str) for v in raw.values()):
+        return None
+    try:
+        entry = JournalEntry(**raw)
+    except TypeError:
+        return None
+    if entry.project != project or entry.phase not in get_args(Phase):
+        return None
+    return entry if derived_names_ok(entry) else None
 
 
 class Journal:
-    """Journal files of one work directory."""
+    """Journal files of one work directory (``work_dir/.finalcopy/journal/``)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    PARTS = (".finalcopy", "journal")
 
-    def path(self, project: str) -> Path:
-        return self.folder / f"{project}.json"
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
+        self.folder = work_dir.joinpath(*self.PARTS)
+        self.problems: list[str] = []
+        """Entries ignored as malformed or foreign, one line each, for the log."""
+
+    @staticmethod
+    def file_name(project: str) -> str:
+        return f"{project}.json"
 
     def read(self, project: str) -> JournalEntry | None:
-        try:
-            data = json.loads(self.path(project).read_text(encoding="utf-8"))
-            return JournalEntry(**data)
-        except FileNotFoundError:
+        if not self.folder.parent.is_dir():
             return None
-        except (ValueError, TypeError):
-            return None  # torn or foreign: treated as absent, the copy is resumed anyway
+        with private_dir(self.work_dir, *self.PARTS) as fd:
+            data = read_small(fd, self.file_name(project), MAX_BYTES)
+        if data is None:
+            return None
+        entry = parse_entry(data, project) if len(data) <= MAX_BYTES else None
+        if entry is None:
+            self.problems.append(
+                f"ignored the journal '{self.folder / self.file_name(project)}': malformed or "
+                "not one this project's run writes; the project is copied afresh"
+            )
+        return entry
 
     def write(self, entry: JournalEntry) -> None:
-        final = self.path(entry.project)
-        tmp = final.with_name(f".{final.name}.tmp")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        while True:
-            try:
-                fd = os.open(tmp, flags, 0o644)
-                break
-            except FileNotFoundError:  # see ProjectLock.acquire
-                self.folder.mkdir(parents=True, exist_ok=True)
-        try:
-            os.write(fd, json.dumps(asdict(entry), ensure_ascii=False).encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-        _sync_dir(self.folder)
+        data = json.dumps(asdict(entry), ensure_ascii=False).encode("utf-8")
+        with private_dir(self.work_dir, *self.PARTS) as fd:
+            write_atomic(fd, self.file_name(entry.project), data)
 
     def remove(self, project: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path(project).unlink()
-            _sync_dir(self.folder)
+        if not self.folder.parent.is_dir():
+            return
+        with private_dir(self.work_dir, *self.PARTS) as fd, contextlib.suppress(FileNotFoundError):
+            os.unlink(self.file_name(project), dir_fd=fd)
+            sync_dir(fd)
 
-
-def _sync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+    def projects(self) -> list[str]:
+        """Projects that have a journal file."""
+        if not self.folder.parent.is_dir():
+            return []
+        with private_dir(self.work_dir, *self.PARTS) as fd:
+            return [n[:-5] for n in os.listdir(fd) if n.endswith(".json") and n[:-5]]

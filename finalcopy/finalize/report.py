@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from finalcopy.engine import BytesProgress, Event
+from finalcopy.engine import BytesProgress, Event, Notice
 from finalcopy.finalize.events import (
     ProjectDone,
     ProjectEvent,
@@ -33,6 +33,40 @@ RunState = Literal["running", "done", "failed", "interrupted"]
 
 def now_iso() -> str:
     return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Whether the projects went somewhere else than the output, and why.
+
+    ``{"used": false}`` in the report and the status file when the output was
+    used (or when none was usable); otherwise the intended output, why it was
+    passed over and the folder used instead.
+    """
+
+    used: bool = False
+    reason: str = ""
+    intended: str = ""
+    used_destination: str = ""
+
+    @property
+    def message(self) -> str:
+        """The WARNING shown in the log and on the console."""
+        return (
+            f"FALLBACK: the output '{self.intended}' is not usable ({self.reason}); "
+            f"finalizing into '{self.used_destination}' instead "
+            "(--no-fallback or FINALIZE_NO_FALLBACK=1 makes this an error)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        if not self.used:
+            return {"used": False}
+        return {
+            "used": True,
+            "reason": self.reason,
+            "intended": self.intended,
+            "used_destination": self.used_destination,
+        }
 
 
 @dataclass
@@ -92,6 +126,7 @@ class RunReport:
     destination_notes: list[str] = field(default_factory=list)
     """Why the output or the fallback was not used, when it was not."""
     destination_unusable: bool = False
+    fallback: Fallback = field(default_factory=Fallback)
     archives_dir: str = ""
     log_file: str = ""
     interrupted: bool = False
@@ -135,6 +170,7 @@ class RunReport:
             "base_dir": self.base_dir,
             "destination": self.destination,
             "destination_notes": self.destination_notes,
+            "fallback": self.fallback.to_dict(),
             "archives_dir": self.archives_dir,
             "log_file": self.log_file,
             "mode": self.mode,
@@ -216,6 +252,8 @@ class StatusFile:
         ):
             self.current_bytes = event.event.done
             urgent = False
+        elif isinstance(event, Notice) and event.level == "warning":
+            pass  # the run-level warning (a fallback): show it at once
         else:
             return
         self.write(force=urgent)
@@ -237,6 +275,7 @@ class StatusFile:
             "pid": os.getpid(),
             "work_dir": self.report.work_dir,
             "destination": self.report.destination,
+            "fallback": self.report.fallback.to_dict(),
             "log_file": self.report.log_file,
             "current_project": self.current,
             "projects": {

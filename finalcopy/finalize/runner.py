@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -13,7 +14,8 @@ from pathlib import Path
 import anyio
 
 from finalcopy.backends import DestinationOptions, open_backend
-from finalcopy.engine import Event
+from finalcopy.engine import Event, Notice
+from finalcopy.errors import FinalcopyError
 from finalcopy.finalize import logs
 from finalcopy.finalize.archive import ArchiveStep
 from finalcopy.finalize.cleanup import DeletionGuard
@@ -155,15 +157,23 @@ async def _run(
     backend = destination.backend
     if backend is None:
         report.destination_unusable = True
+        tried = (
+            "output only: fallbacks forbidden by --no-fallback / FINALIZE_NO_FALLBACK"
+            if settings.no_fallback
+            else "output, FALLBACK_OUTPUT_DIR, _finalized_output"
+        )
         log.critical(
-            "No usable destination (output, FALLBACK_OUTPUT_DIR, _finalized_output): "
+            f"No usable destination ({tried}): "
             + "; ".join(destination.notes)
             + ". Nothing was touched."
         )
         return
     report.destination = backend.describe("")
-    if destination.notes:
-        log.warning(f"Using the fallback destination '{report.destination}'")
+    report.fallback = destination.fallback
+    if destination.fallback.used:
+        # Visible everywhere the operator looks: log, console (a notice event), status, report.
+        log.warning(destination.fallback.message)
+        sink(Notice(level="warning", message=destination.fallback.message))
     log.info(logs.DESTINATION.format(dest=report.destination))
     if backend.strategy:
         log.info(f"Destination strategy: {backend.strategy}")
@@ -179,8 +189,13 @@ async def _run(
     )
     ready: list[Candidate] = []
     for candidate in candidates:
-        entry = journal.read(candidate.name) if not candidate.excluded else None
-        if not candidate.ready and entry is not None and entry.phase == "deleting":
+        try:
+            entry = journal.read(candidate.name) if not candidate.excluded else None
+        except FinalcopyError as exc:
+            log.error(logs.ERROR.format(p=candidate.name, reason=str(exc)))
+            report.projects.append(ProjectResult(candidate.name, "failed", reason=str(exc)))
+            continue
+        if not candidate.ready and entry is not None and entry.phase != "copying":
             candidate.readiness = Readiness(True, None, "")
         if candidate.ready:
             ready.append(candidate)
@@ -195,6 +210,8 @@ async def _run(
             level = logging.INFO if settings.verbose else logging.DEBUG
             log.log(level, f"Folder '{candidate.name}' is not ready: {candidate.reason}")
             sink(FolderNotReady(project=candidate.name, reason=candidate.reason))
+    for problem in journal.problems:
+        log.warning(problem)
     if not settings.dry_run:
         _forget_stale_journals(journal, settings.work_dir)
     if not ready:
@@ -307,10 +324,10 @@ def _planned(candidate: Candidate, destination: str) -> ProjectResult:
 
 def _forget_stale_journals(journal: Journal, work_dir: Path) -> None:
     """Journals of projects whose folder is gone: their deletion completed."""
-    with contextlib.suppress(OSError):
-        for path in journal.folder.glob("*.json"):
-            if not (work_dir / path.stem).exists():
-                path.unlink()
+    with contextlib.suppress(OSError, FinalcopyError):
+        for project in journal.projects():
+            if not os.path.lexists(work_dir / project):
+                journal.remove(project)
 
 
 def _tidy(meta_dir: Path) -> None:

@@ -47,6 +47,7 @@ ENV = {
     "debug": "DEBUG",
     "base_dir": "FINALCOPY_BASE_DIR",
     "on_existing": "FINALCOPY_ON_EXISTING",
+    "no_fallback": "FINALIZE_NO_FALLBACK",
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -81,6 +82,8 @@ class Settings:
     restore_archives: bool = False
     debug: bool = False
     on_existing: OnExisting = "merge"
+    no_fallback: bool = False
+    """Only the output may be used: an unusable output is exit 3, not a fallback."""
     dry_run: bool = False
     verbose: bool = False
     report_path: Path | None = None
@@ -179,6 +182,7 @@ class Settings:
             on_existing=on_existing,
             restore_archives=flag("restore_archives"),
             debug=flag("debug"),
+            no_fallback=flag("no_fallback"),
             **rest,
         )
         settings.copy.validate()
@@ -198,6 +202,7 @@ _RESOLVED = {
     "on_existing",
     "restore_archives",
     "debug",
+    "no_fallback",
 }
 
 

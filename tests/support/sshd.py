@@ -158,12 +158,17 @@ def running_sshd(
     tmp_dir: Path,
     extra_users: Sequence[str] = (),
     log_level: str = "VERBOSE",
+    extra_config: Sequence[str] = (),
+    host_ca: Path | None = None,
 ) -> Iterator[SshServer]:
     """Run a throw-away sshd on a random local port for the ``with`` body.
 
     The login user is the current user (root in CI); ``extra_users`` must
     already exist (see :func:`tests.support.users.ensure_unprivileged_user`) and accept the same
-    client key. On exit the listener and every session process are stopped.
+    client key. ``extra_config`` lines are appended to ``sshd_config`` (for
+    example ``SetEnv``); with ``host_ca`` (a private key) the host key is also
+    certified by that CA for :data:`HOST`, as for ``@cert-authority`` lines.
+    On exit the listener and every session process are stopped.
     """
     reason = sshd_available()
     if reason is not None:
@@ -185,6 +190,9 @@ def running_sshd(
     for name in users:
         (keys_dir / name).write_text(public)
     fingerprint = _fingerprint(host_key.with_name(host_key.name + ".pub"))
+    extra = list(extra_config)
+    if host_ca is not None:
+        extra.append(f"HostCertificate {_certify_host_key(host_key, host_ca)}")
 
     # A free port can be taken by someone else before sshd binds it: retry.
     last_error = ""
@@ -192,7 +200,10 @@ def running_sshd(
         port = _free_port()
         config = tmp_dir / "sshd_config"
         log_file = tmp_dir / "sshd.log"
-        config.write_text(_sshd_config(tmp_dir, port, host_key, keys_dir, users, log_level))
+        config.write_text(
+            _sshd_config(tmp_dir, port, host_key, keys_dir, users, log_level)
+            + "".join(f"{line}\n" for line in extra)
+        )
         with log_file.open("ab") as log_out:
             process = subprocess.Popen(
                 [SSHD, "-D", "-e", "-f", str(config)],
@@ -309,6 +320,17 @@ def _keygen(path: Path, comment: str) -> None:
         check=True,
         capture_output=True,
     )
+
+
+def _certify_host_key(host_key: Path, ca: Path) -> Path:
+    """Sign ``host_key``'s public half as a host certificate for :data:`HOST`; its path."""
+    public = host_key.with_name(host_key.name + ".pub")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-s", str(ca), "-h", "-I", "fc-test-host", "-n", HOST, str(public)],
+        check=True,
+        capture_output=True,
+    )
+    return host_key.with_name(host_key.name + "-cert.pub")
 
 
 def _fingerprint(public_key: Path) -> str:
