@@ -94,6 +94,36 @@ def map_os_error(exc: OSError, path: object, action: str) -> DestinationError:
     return DestinationError(message)
 
 
+class os_errors:  # a class, not @contextmanager: it wraps every file operation of a batch
+    """Let no ``OSError`` out: raise :func:`map_os_error`'s error for ``action`` on ``path``.
+
+    ``ELOOP`` is what an open with ``O_NOFOLLOW`` says when it meets a
+    symbolic link, so it is named as such::
+
+        with os_errors(where, "read back"):
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+    """
+
+    __slots__ = ("action", "path")
+
+    def __init__(self, path: object, action: str) -> None:
+        self.path = path
+        self.action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if isinstance(exc, OSError):
+            if exc.errno == errno.ELOOP:
+                raise DestinationError(
+                    f"'{self.path}' is a symbolic link; refusing to follow it"
+                ) from None
+            raise map_os_error(exc, self.path, self.action) from None
+
+
 def source_error(exc: OSError, path: os.PathLike[str] | str) -> SourceError:
     """Translate an ``OSError`` raised while reading a source path."""
     return SourceError(f"cannot read '{os.fspath(path)}': {describe_os_error(exc)}")

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_tree, run_cli, tree_content
+from tests.support.cli import run_cli
 from tests.support.fixtures import require_part
+from tests.support.trees import make_tree, tree_content
 from tests.support.users import LocalUser
 
 MiB = 1024 * 1024
@@ -161,8 +162,10 @@ def test_running_out_of_space_mid_copy_removes_partials(tmp_path: Path, small_tm
              "--chunk-size", "4K", "--jobs", "1"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        while proc.poll() is None and not (dst.is_dir() and any(dst.glob("*.part"))):
-            pass  # wait for the write phase: the free-space check is behind us
+        # The lock is taken after the free-space check, just before the files are written
+        # (a "*.part" may appear earlier: the destination's capabilities are probed first).
+        while proc.poll() is None and not (dst / ".finalcopy" / "lock").is_dir():
+            pass
         filler = fill(small_tmpfs)
         out, err = proc.communicate(timeout=60)
         filler.unlink()

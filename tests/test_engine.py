@@ -23,7 +23,8 @@ from finalcopy.engine import (
 from finalcopy.engine.manifest import format_manifest, parse_manifest
 from finalcopy.engine.plan import Plan, scan
 from finalcopy.errors import SourceError, UsageError
-from tests.conftest import make_tree, require_tool, tree_content
+from tests.support.fixtures import require_tool
+from tests.support.trees import make_tree, tree_content
 
 pytestmark = pytest.mark.anyio
 

@@ -9,8 +9,10 @@ import pytest
 from finalcopy.backends import DestinationOptions
 from finalcopy.finalize import Settings, finalize_sync
 from tests.support.ntfs import NtfsMount
+from tests.support.pipeline import project_files, read_log, settings_for
 from tests.support.sshd import SshServer
-from tests.test_finalize_helpers import digests, project_files, read_log, settings_for, write_tree
+from tests.support.trees import digests
+from tests.support.trees import make_tree as write_tree
 
 
 def _work(tmp_path: Path) -> tuple[Path, dict[str, str]]:

@@ -17,16 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_finalize_helpers import (
-    REPO,
-    cli_env,
-    digests,
-    finalcopy_cmd,
-    project_files,
-    read_log,
-    run_cli,
-    write_tree,
-)
+from tests.support.cli import REPO, cli_env, finalcopy_cmd, run_cli
+from tests.support.pipeline import project_files, read_log
+from tests.support.trees import digests
+from tests.support.trees import make_tree as write_tree
 
 PROJECTS = ("projet_a", "projet_b")
 

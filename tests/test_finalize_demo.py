@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.test_finalize_helpers import read_log, run_cli, validate_step7_output
+from tests.support.cli import run_cli
+from tests.support.pipeline import read_log, validate_step7_output
 
 
 def test_demo_then_run_lands_in_the_fallback(tmp_path: Path) -> None:

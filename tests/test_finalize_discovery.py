@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from finalcopy.finalize.discovery import assess, discover
-from tests.test_finalize_helpers import write_tree
+from tests.support.trees import make_tree as write_tree
 
 
 @pytest.mark.parametrize(

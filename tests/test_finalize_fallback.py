@@ -19,7 +19,10 @@ from typing import Any
 import pytest
 
 from finalcopy.finalize import Settings, finalize_sync
-from tests.test_finalize_helpers import project_files, read_log, run_cli, snapshot, write_tree
+from tests.support.cli import run_cli
+from tests.support.pipeline import project_files, read_log
+from tests.support.trees import make_tree as write_tree
+from tests.support.trees import snapshot
 
 WARNING_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d - WARNING - (.*)$", re.MULTILINE)
 

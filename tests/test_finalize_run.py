@@ -14,21 +14,18 @@ import pytest
 from finalcopy.engine import Event
 from finalcopy.finalize import finalize_sync
 from finalcopy.finalize.report import SCHEMA
-from tests.support.users import LocalUser
-from tests.test_finalize_helpers import (
+from tests.support.cli import cli_env, finalcopy_cmd, run_cli
+from tests.support.pipeline import (
     SEED_FILES,
     TRACKING,
-    cli_env,
-    digests,
-    finalcopy_cmd,
     project_files,
     read_log,
-    run_cli,
     settings_for,
-    snapshot,
     validate_step7_output,
-    write_tree,
 )
+from tests.support.trees import digests, snapshot
+from tests.support.trees import make_tree as write_tree
+from tests.support.users import LocalUser
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d - (DEBUG|INFO|WARNING|ERROR|CRITICAL) - ")
 

@@ -10,7 +10,7 @@ import pytest
 from finalcopy.errors import UsageError
 from finalcopy.finalize import Settings
 from finalcopy.finalize.settings import parse_flag
-from tests.test_finalize_helpers import run_cli
+from tests.support.cli import run_cli
 
 
 def test_defaults_follow_the_original_layout(tmp_path: Path) -> None:

@@ -21,13 +21,15 @@ import pytest
 from finalcopy.backends import DestinationOptions, FileTransfer, open_backend
 from finalcopy.backends.base import temp_name
 from finalcopy.backends.local import LocalBackend
-from finalcopy.backends.ntfs import probe_metadata
+from finalcopy.backends.local.strategy import probe_metadata
 from finalcopy.engine import CopyReport, copy_tree, verify_tree
 from finalcopy.engine.source import FileChunkSource
 from finalcopy.errors import DestinationError
 from finalcopy.hashing import get_algorithm
-from tests.conftest import make_tree, run_cli, tree_content
+from tests.support.cli import run_cli
 from tests.support.ntfs import NtfsMount
+from tests.support.trees import exact_snapshot as snapshot
+from tests.support.trees import make_tree, tree_content
 from tests.support.users import LocalUser, acting_as
 
 pytestmark = pytest.mark.anyio
@@ -52,21 +54,6 @@ def victim(tmp_path: Path, name: str = "victim") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(PRECIOUS)
     return path
-
-
-def snapshot(folder: Path) -> dict[str, tuple[bytes | str, int, int]]:
-    """``folder`` and all below it: content or link target, mode, mtime (to prove nothing moved)."""
-    out: dict[str, tuple[bytes | str, int, int]] = {}
-    for path in [folder, *folder.rglob("*")]:
-        st = path.lstat()
-        if path.is_symlink():
-            content: bytes | str = os.readlink(path)
-        elif path.is_file():
-            content = path.read_bytes()
-        else:
-            content = "<dir>"
-        out[str(path.relative_to(folder))] = (content, st.st_mode, st.st_mtime_ns)
-    return out
 
 
 async def failure_of(copy: Awaitable[CopyReport]) -> str:

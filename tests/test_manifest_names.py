@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from finalcopy.backends.local import hash_path
 from finalcopy.engine import manifest
 from finalcopy.engine.manifest import (
     StateRecord,
@@ -32,8 +31,9 @@ from finalcopy.engine.manifest import (
     parse_names,
     parse_state,
 )
-from finalcopy.hashing import ALGORITHMS
-from tests.conftest import require_tool, run_cli
+from finalcopy.hashing import ALGORITHMS, hash_path
+from tests.support.cli import run_cli
+from tests.support.fixtures import require_tool
 
 CHECKERS = {"blake3": "b3sum", "sha256": "sha256sum", "xxh128": "xxh128sum"}
 

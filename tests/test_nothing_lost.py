@@ -23,8 +23,11 @@ from finalcopy.engine import Event, FileFinished
 from finalcopy.engine.lock import Owner
 from finalcopy.finalize import Settings, finalize_sync
 from finalcopy.finalize.events import ProjectEvent
+from tests.support.cli import run_cli
+from tests.support.pipeline import project_files, settings_for
 from tests.support.sshd import SshServer
-from tests.test_finalize_helpers import digests, project_files, run_cli, settings_for, write_tree
+from tests.support.trees import digests
+from tests.support.trees import make_tree as write_tree
 
 BROKEN = b'{"frames": [1, 2'
 

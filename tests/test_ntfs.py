@@ -18,16 +18,9 @@ from typing import Any
 
 import pytest
 
-from finalcopy.backends import DestinationOptions, FileTransfer, open_backend
-from finalcopy.backends.base import is_temp_name
-from finalcopy.backends.local import _write_coalesced
-from finalcopy.backends.ntfs import (
-    NtfsBackend,
-    choose_strategy,
-    filesystem_type,
-    probe_metadata,
-)
-from finalcopy.backends.ntfs_names import (
+from finalcopy.backends import DestinationOptions, open_backend
+from finalcopy.backends.local import NoMetadataBackend
+from finalcopy.backends.local.ntfs_names import (
     add_suffix,
     check_names,
     decode_name,
@@ -36,13 +29,15 @@ from finalcopy.backends.ntfs_names import (
     fold_case,
     name_reasons,
 )
+from finalcopy.backends.local.strategy import choose_strategy, filesystem_type, probe_metadata
+from finalcopy.backends.local.writer import write_coalesced
 from finalcopy.engine import CopyOptions, copy_tree, verify_tree
 from finalcopy.engine.manifest import format_names, parse_names
-from finalcopy.errors import FinalcopyError, Interrupted, SourceError, UnsafeNameError
-from finalcopy.hashing import Algorithm, get_algorithm
-from tests.conftest import make_tree, require_tool, run_cli, tree_content
-from tests.support.fixtures import require_part
+from finalcopy.errors import UnsafeNameError
+from tests.support.cli import run_cli
+from tests.support.fixtures import require_part, require_tool
 from tests.support.ntfs import NtfsMount
+from tests.support.trees import make_tree, tree_content
 from tests.support.users import LocalUser, acting_as
 
 MiB = 1024 * 1024
@@ -246,7 +241,7 @@ async def test_no_metadata_never_calls_chmod_utime_chown(
     src = make_tree(tmp_path / "src", project_files())
     (src / "projet_1/link").symlink_to("video1.mp4")
     backend = await open_backend(str(tmp_path / "dst"), DestinationOptions(metadata="none"))
-    assert isinstance(backend, NtfsBackend)
+    assert isinstance(backend, NoMetadataBackend)
 
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"metadata call in no-metadata mode: {args}")
@@ -283,7 +278,7 @@ def test_chunks_are_coalesced_into_large_writes(
     target = tmp_path / "out"
     fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        _write_coalesced(fd, lambda: memoryview(pending.pop(0) if pending else b""), 65_536 * 2)
+        write_coalesced(fd, lambda: memoryview(pending.pop(0) if pending else b""), 65_536 * 2)
     finally:
         os.close(fd)
     assert target.read_bytes() == b"".join(chunks)
@@ -357,61 +352,6 @@ def test_commit_renames_over_existing_files(ntfs_mount: NtfsMount, tmp_path: Pat
     assert (summary(again)["copied"], summary(again)["skipped"]) == (1, 2)
     assert (dest / "a/small").read_bytes() == b"changed again"
     assert sorted(p.name for p in (dest / "a").iterdir()) == ["big.bin", "small", "small2"]
-
-
-class ScriptedSource:
-    """A chunk source that ends with an error of our choosing."""
-
-    def __init__(self, data: bytes, error: FinalcopyError | None = None) -> None:
-        self.size = len(data)
-        self._chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
-        self._error = error
-
-    def read_chunk(self) -> memoryview:
-        if self._chunks:
-            return memoryview(self._chunks.pop(0))
-        if self._error is not None:
-            raise self._error
-        return memoryview(b"")
-
-    def read_many(self, max_chunks: int) -> list[bytes]:
-        raise NotImplementedError
-
-    def consume_prefix(self, length: int, algorithm: Algorithm) -> str:
-        raise NotImplementedError
-
-    def rewind(self) -> None:
-        raise NotImplementedError
-
-
-@pytest.mark.anyio
-async def test_a_failed_file_does_not_stop_its_batch(ntfs_mount: NtfsMount) -> None:
-    backend = await open_backend(str(ntfs_mount.mountpoint))
-    transfers = [
-        FileTransfer("one", ScriptedSource(b"1" * 70_000), 0o644, 0),
-        FileTransfer("two", ScriptedSource(b"2" * 10, SourceError("source vanished")), 0o644, 0),
-        FileTransfer("three", ScriptedSource(b"3"), 0o644, 0),
-    ]
-    async with backend:
-        await backend.put_files(transfers, get_algorithm("blake3"))
-    assert [str(t.error) if t.error else None for t in transfers] == [None, "source vanished", None]
-    assert tree_content(ntfs_mount.mountpoint) == {"one": b"1" * 70_000, "three": b"3"}
-    recorded = {t.path: t.dest_mtime_ns for t in transfers if t.error is None}
-    assert recorded == {p: (ntfs_mount.mountpoint / p).stat().st_mtime_ns for p in recorded}
-
-
-@pytest.mark.anyio
-async def test_an_interrupted_batch_leaves_no_temporary_file(ntfs_mount: NtfsMount) -> None:
-    backend = await open_backend(str(ntfs_mount.mountpoint))
-    transfers = [
-        FileTransfer("one", ScriptedSource(b"1"), 0o644, 0),
-        FileTransfer("two", ScriptedSource(b"2" * 100_000, Interrupted("interrupted")), 0o644, 0),
-    ]
-    async with backend:
-        with pytest.raises(Interrupted):
-            await backend.put_files(transfers, get_algorithm("blake3"))
-    assert [p.name for p in ntfs_mount.mountpoint.iterdir() if is_temp_name(p.name)] == []
-    assert not (ntfs_mount.mountpoint / "two").exists()
 
 
 def test_probe_sees_chmod_ignored_on_a_default_mount(ntfs_mount: NtfsMount) -> None:
@@ -531,7 +471,7 @@ async def test_engine_maps_a_destination_subfolder(ntfs_mount: NtfsMount, tmp_pa
     src = make_tree(tmp_path / "src", files)
     backend = await open_backend(str(ntfs_mount.mountpoint), DestinationOptions(ntfs_names="map"))
     async with backend:
-        assert isinstance(backend, NtfsBackend)
+        assert isinstance(backend, NoMetadataBackend)
         report = await copy_tree(src, backend, CopyOptions(), dest="projet:1")
         assert report.ok, report.failed
         stored = ntfs_mount.mountpoint / "projet\uff1a1"

@@ -19,7 +19,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from finalcopy.backends import Backend, DestinationOptions, FileTransfer, open_backend
+from finalcopy.backends import DestinationOptions, FileTransfer, open_backend
 from finalcopy.backends.base import is_temp_name, temp_name
 from finalcopy.engine import CopyOptions, copy_tree, verify_tree
 from finalcopy.engine.events import Event, FileFinished, Retry
@@ -31,8 +31,10 @@ from finalcopy.errors import (
     PermissionDeniedError,
 )
 from finalcopy.hashing import get_algorithm
-from tests.conftest import make_tree, run_cli, tree_content
+from tests.support.cli import run_cli
+from tests.support.sftp import cli_identity, open_remote, options, url
 from tests.support.sshd import SshServer
+from tests.support.trees import make_tree, tree_content
 from tests.support.users import LocalUser
 
 MiB = 1024 * 1024
@@ -40,27 +42,6 @@ BLAKE3 = get_algorithm("blake3")
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def url(server: SshServer, path: Path | str, user: str | None = None) -> str:
-    return f"sftp://{user or server.user}@{server.host}:{server.port}{path}"
-
-
-def options(server: SshServer, tmp_path: Path, **changes: object) -> DestinationOptions:
-    """Key and known_hosts from the fixture; an empty SSH configuration (not ~/.ssh/config)."""
-    empty = tmp_path / "empty_ssh_config"
-    empty.touch()
-    base: dict[str, object] = {
-        "identity_file": server.client_key,
-        "known_hosts": server.known_hosts,
-        "ssh_config": empty,
-        "timeout": 30.0,
-    }
-    return DestinationOptions(**{**base, **changes})  # type: ignore[arg-type]
-
-
-async def open_remote(server: SshServer, tmp_path: Path, root: Path, **changes: object) -> Backend:
-    return await open_backend(url(server, root), options(server, tmp_path, **changes))
 
 
 def leftovers(root: Path) -> list[Path]:
@@ -141,12 +122,12 @@ async def test_every_algorithm_is_hashed_on_the_server_or_read_back(
     sshd_server: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same copy verifies with server-side tools and, without them, by reading back."""
-    import finalcopy.backends.sftp_connect as sftp_connect
+    import finalcopy.backends.sftp.shell as sftp_shell
 
     files = sample_tree(tmp_path / "src")
     for tools, expected in ((True, "hashing on the server"), (False, "read back over SFTP")):
         if not tools:  # a server whose shell knows none of the hash commands
-            monkeypatch.setattr(sftp_connect, "detect_command", lambda: "true")
+            monkeypatch.setattr(sftp_shell, "detect_command", lambda: "true")
         remote = tmp_path / f"remote-{tools}"
         async with await open_remote(sshd_server, tmp_path, remote) as backend:
             assert expected in backend.strategy
@@ -501,12 +482,7 @@ def test_cli_copy_and_verify_through_an_ssh_config_alias(
 def test_cli_with_explicit_key_and_known_hosts(sshd_server: SshServer, tmp_path: Path) -> None:
     make_tree(tmp_path / "src", {"a.txt": b"a", "d/b.bin": os.urandom(100_000)})
     env = {"HOME": str(tmp_path / "empty-home"), "SSH_AUTH_SOCK": ""}
-    flags = [
-        "--identity",
-        str(sshd_server.client_key),
-        "--known-hosts",
-        str(sshd_server.known_hosts),
-    ]
+    flags = cli_identity(sshd_server)
     dest = url(sshd_server, tmp_path / "remote")
     result = run_cli("copy", tmp_path / "src", dest, *flags, env=env)
     assert result.returncode == 0, result.stderr

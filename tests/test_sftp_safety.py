@@ -17,6 +17,7 @@ import logging
 import os
 import pwd
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,45 +25,27 @@ from pathlib import Path
 import anyio
 import pytest
 
-from finalcopy.backends import Backend, DestinationOptions, open_backend
-from finalcopy.backends.base import is_temp_name, temp_name
+from finalcopy.backends.base import FileTransfer, is_temp_name, temp_name
 from finalcopy.backends.registry import parse_destination
 from finalcopy.engine import CopyOptions, copy_tree, verify_tree
 from finalcopy.engine.manifest import STATE_NAME
 from finalcopy.engine.plan import META_DIR
+from finalcopy.engine.source import FileChunkSource
 from finalcopy.errors import DestinationError, FinalcopyError, HostKeyError, UsageError
-from tests.conftest import make_tree, require_tool, run_cli, tree_content
-from tests.support.fixtures import require_part
+from finalcopy.hashing import get_algorithm
+from tests.support.cli import run_cli
+from tests.support.fixtures import require_part, require_tool
+from tests.support.pipeline import project_files
+from tests.support.sftp import cli_identity, open_remote
 from tests.support.sshd import SshServer, running_sshd, sshd_available
-from tests.test_finalize_helpers import project_files, write_tree
-from tests.test_finalize_helpers import run_cli as run_pipeline
+from tests.support.trees import make_tree, tree_content
 
 MiB = 1024 * 1024
+BLAKE3 = get_algorithm("blake3")
 VICTIM = b"precious content outside the destination\n"
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def url(server: SshServer, path: Path | str) -> str:
-    return f"sftp://{server.user}@{server.host}:{server.port}{path}"
-
-
-def options(tmp_path: Path, server: SshServer, **changes: object) -> DestinationOptions:
-    """Key and known_hosts from the fixture; an empty SSH configuration (not ~/.ssh/config)."""
-    empty = tmp_path / "empty_ssh_config"
-    empty.touch()
-    base: dict[str, object] = {
-        "identity_file": server.client_key,
-        "known_hosts": server.known_hosts,
-        "ssh_config": empty,
-        "timeout": 30.0,
-    }
-    return DestinationOptions(**{**base, **changes})  # type: ignore[arg-type]
-
-
-async def open_remote(server: SshServer, tmp_path: Path, root: Path, **changes: object) -> Backend:
-    return await open_backend(url(server, root), options(tmp_path, server, **changes))
 
 
 def plant_victims(outside: Path, names: list[str]) -> dict[str, Path]:
@@ -147,18 +130,26 @@ async def test_folder_at_a_temporary_name_is_a_clear_error(
 async def test_resume_never_continues_through_a_link(
     sshd_server: SshServer, tmp_path: Path
 ) -> None:
-    """``open_temp(resume=True)`` over a planted link: the link goes, a fresh file is made."""
+    """A link at a large file's temporary name is never resumed: it goes, a fresh file is made.
+
+    The victim holds the source's own first bytes, so continuing through the
+    link would find a matching prefix and write the rest into the victim.
+    """
     remote = tmp_path / "remote"
     remote.mkdir()
+    data = os.urandom(2 * MiB)
+    source = make_tree(tmp_path / "src", {"v.bin": data}) / "v.bin"
     (victim,) = plant_victims(tmp_path / "outside", ["v.bin"]).values()
+    victim.write_bytes(data[:MiB])
     (remote / temp_name("v.bin")).symlink_to(victim)
+    chunks = FileChunkSource(source, len(data), BLAKE3, 64 * 1024, threading.Event())
+    transfer = FileTransfer("v.bin", chunks, mode=0o644, mtime_ns=None)
     async with await open_remote(sshd_server, tmp_path, remote) as backend:
-        writer = await backend.open_temp("v.bin", resume=True)
-        assert writer.offset == 0
-        await writer.write(b"new")
-        await writer.commit(mode=0o644, mtime_ns=None)
-    assert victim.read_bytes() == VICTIM
-    assert (remote / "v.bin").read_bytes() == b"new" and not (remote / "v.bin").is_symlink()
+        await backend.put_files([transfer], BLAKE3)
+    chunks.close()
+    assert transfer.error is None and transfer.resumed_from == 0
+    assert victim.read_bytes() == data[:MiB]
+    assert (remote / "v.bin").read_bytes() == data and not (remote / "v.bin").is_symlink()
 
 
 # -- 2. folder symlinks inside the destination ---------------------------------------------
@@ -285,11 +276,11 @@ async def test_surplus_lines_from_the_server_are_never_taken_for_digests(
     sshd_server: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A hash command that prints a forged line before its own: nothing is judged on it."""
-    import finalcopy.backends.sftp_connect as sftp_connect
+    import finalcopy.backends.sftp.shell as sftp_shell
 
     forged = "0" * 64
     chatty = f'sh -c \'echo "{forged}  -"; b3sum "$@"\' b3sum'
-    monkeypatch.setattr(sftp_connect, "detected_tools", lambda lines: {"blake3": chatty})
+    monkeypatch.setattr(sftp_shell, "detected_tools", lambda lines: {"blake3": chatty})
     files = {f"f{i}.txt": f"content {i}\n".encode() for i in range(6)}
     files["big.bin"] = os.urandom(2 * MiB)
     make_tree(tmp_path / "src", files)
@@ -330,12 +321,7 @@ def test_password_never_reaches_any_output(sshd_server: SshServer, tmp_path: Pat
     make_tree(tmp_path / "src", {"a.txt": b"a"})
     dest = f"sftp://{sshd_server.user}:{PASSWORD}@{sshd_server.host}:{sshd_server.port}{tmp_path}/x"
     env = {"HOME": str(tmp_path / "home"), "SSH_AUTH_SOCK": ""}
-    flags = [
-        "--identity",
-        str(sshd_server.client_key),
-        "--known-hosts",
-        str(sshd_server.known_hosts),
-    ]
+    flags = cli_identity(sshd_server)
     for extra in ([], ["--json"], ["-vv"]):
         result = run_cli("copy", tmp_path / "src", dest, *flags, *extra, env=env)
         assert result.returncode == 2, result.stdout + result.stderr
@@ -344,8 +330,8 @@ def test_password_never_reaches_any_output(sshd_server: SshServer, tmp_path: Pat
     assert not (tmp_path / "x").exists()
 
     work = tmp_path / "base" / "projets_extraits"
-    write_tree(work / "projet_a", project_files("video1"))
-    result = run_pipeline("run", work, OUTPUT_DIR=dest, HOME=str(tmp_path / "home"))
+    make_tree(work / "projet_a", project_files("video1"))
+    result = run_cli("run", work, OUTPUT_DIR=dest, HOME=str(tmp_path / "home"))
     assert PASSWORD not in result.stdout + result.stderr, result.stdout + result.stderr
     assert result.returncode != 0
     assert _files_holding(tmp_path / "base", PASSWORD.encode()) == []

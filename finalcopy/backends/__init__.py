@@ -1,19 +1,15 @@
-"""Where bytes land: one small interface (:mod:`.base`), one module per destination kind."""
+"""Where bytes land: one small interface (:mod:`.base`), one folder per destination kind."""
 
 from finalcopy.backends.base import (
     Backend,
     Capabilities,
-    ChunkSource,
     DestStat,
     FileTransfer,
     TempWriter,
 )
-from finalcopy.backends.registry import (
-    DestinationOptions,
-    SshLocation,
-    open_backend,
-    parse_destination,
-)
+from finalcopy.backends.options import DestinationOptions, SshLocation
+from finalcopy.backends.registry import open_backend, parse_destination
+from finalcopy.backends.source import ChunkSource
 
 __all__ = [
     "Backend",

@@ -1,54 +1,95 @@
 """The contract every destination keeps.
 
-A backend is where bytes land: a local POSIX disk, an NTFS disk mounted
-through FUSE, an SFTP server. The engine drives it through the small async
-interface below and never learns which one it has. Paths are always
-relative, POSIX-style strings (``"projet/docs/video1.mp4"``); ``""`` is the
-backend's root.
+A backend is where bytes land: a local POSIX disk, a file system without
+POSIX metadata (NTFS through FUSE, FAT, exFAT), an SFTP server. The engine
+drives it through the small async interface below and never learns which
+one it has. Paths are relative POSIX strings (``"projet/docs/a.mp4"``);
+``""`` is the backend's root.
 
-The rules a backend must keep (``tests/test_backend_conformance.py`` checks
-them on every backend):
+The engine sends the files of a copy one batch at a time::
 
-* **No partial final names.** File bytes are written under a temporary name
-  in the same folder (see :func:`temp_name`), flushed to stable storage, and
-  only then renamed over the final name. A reader of the final name sees the
-  old file or the complete new one, never a prefix.
+    await backend.put_files(transfers, algorithm, on_retry=report_retry)
+
+and :meth:`Backend.put_files`, unless a backend overrides it for speed, is
+this loop over the one write primitive, :meth:`Backend.open_temp`::
+
+    for transfer in transfers:
+        writer = await backend.open_temp(transfer.path, transfer.temp)
+        try:
+            while chunks := read(transfer.source):
+                await writer.write(chunks)
+            transfer.dest_mtime_ns = await writer.commit(
+                mode=transfer.mode, mtime_ns=transfer.mtime_ns
+            )
+        except FinalcopyError as exc:
+            await writer.abort()
+            transfer.error = exc  # this file failed; the batch goes on
+        if transfer.readback:
+            transfer.readback_digest = await backend.hash_file(transfer.path, algorithm)
+
+The local backend runs a whole batch in one worker thread and the SFTP
+backend pipelines it over one connection: same rules, fewer round trips.
+Small files (:meth:`~Backend.write_bytes`: manifest, state, locks) take the
+same road as a batch of one.
+
+The rules (``tests/test_backend_conformance.py`` proves each on every backend):
+
+* **Commit is atomic.** To *commit* is to make the complete file visible at
+  its final name at once: a reader sees the old file or the new one, never
+  a prefix. A file system writes under a temporary name beside the final
+  one (:attr:`FileTransfer.temp`), flushes it and renames it over the final
+  name; an object store, which has no rename, completes a multipart upload.
+* **No partial final names.** A file that fails or is interrupted leaves
+  nothing at its final name and no temporary file (:meth:`TempWriter.abort`).
 * **Errors are mapped.** Only :mod:`finalcopy.errors` exceptions leave a
-  backend: ``OSError``, asyncssh errors and timeouts are translated at the
-  boundary, with the path and the cause in the message.
-* **Capabilities are declared**, not guessed at the call site: whether POSIX
-  metadata is kept, which hashes the destination computes itself, whether a
-  partial temporary file can be resumed.
+  backend; ``OSError``, asyncssh errors and timeouts are translated at the
+  boundary, naming the path and the cause.
+* **Links are never followed** below the root (the root itself may be one):
+  a link where a folder is expected is an error naming it; a link at a
+  file's name is replaced or removed itself.
+* **Metadata where declared**: applied with ``capabilities.posix_metadata``,
+  never touched without it (no chmod, no utime).
+* **Any name the destination can hold** (spaces, unicode, a leading dash, a
+  line feed) is stored as given, or as :meth:`Backend.dest_name` maps it.
+* **Commit returns the mtime** ``stat`` reports afterwards.
+* **One file's failure is its own**: :meth:`Backend.put_files` records it in
+  that transfer and goes on with the others.
 
-Example, the engine's view of one file::
-
-    writer = await backend.open_temp("a/b.bin")
-    try:
-        await writer.write(b"...")
-        await writer.commit(mode=0o644, mtime_ns=mtime)
-    except BaseException:
-        await writer.abort()
-        raise
-    digest = await backend.hash_file("a/b.bin", algorithm)
-
-Backends with a faster path for the same work (the local disk does a batch
-of small files in one worker thread) override :meth:`Backend.put_files`.
+A new backend is a folder beside ``local/`` and ``sftp/`` implementing the
+eight abstract methods of :class:`Backend` and a :class:`TempWriter`, and one
+line in :data:`finalcopy.backends.registry.BACKENDS`. Optional capabilities
+are declared in :class:`Capabilities`; the default of each matching method
+does nothing (or refuses), so a backend overrides it only where it declares it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import posixpath
 import secrets
 import stat
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
-from finalcopy.errors import FinalcopyError
-from finalcopy.hashing import Algorithm
+import anyio
+import anyio.to_thread
+
+from finalcopy.backends.source import BytesSource, ChunkSource
+from finalcopy.errors import (
+    DestinationError,
+    DestinationUnusable,
+    FinalcopyError,
+    Interrupted,
+)
+from finalcopy.hashing import DEFAULT_ALGORITHM, Algorithm, get_algorithm
 
 EntryKind = Literal["file", "dir", "symlink", "other"]
+
+RetryListener = Callable[[str, int, str], None]
+"""Told ``(path, attempt, error)`` before an operation that failed is tried again."""
 
 #: Prefix and suffix of temporary files; ``finalcopy verify`` reports leftovers.
 TEMP_PREFIX = ".fc-"
@@ -101,18 +142,22 @@ def join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p.strip("/"))
 
 
+#: Chunks read from a source per worker-thread hop (1 MiB at the default chunk size).
+READ_CHUNKS = 16
+#: Mode (less the umask) of a file committed with ``mode=None``: it is never chmod-ed.
+NEW_FILE_MODE = 0o644
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a destination can do; the engine adapts instead of probing."""
 
     posix_metadata: bool
-    """Mode and mtime are kept (False on NTFS/FUSE: never call chmod/utime there)."""
-    symlinks: bool = True
-    """Symbolic links can be created."""
+    """Mode and mtime are kept (False on NTFS/FUSE: chmod/utime are never called there)."""
+    symlinks: bool = False
+    """Symbolic links can be created (:meth:`Backend.symlink`)."""
     remote_hashes: frozenset[str] = frozenset()
     """Algorithms the destination computes itself, without sending the bytes back."""
-    resume: bool = False
-    """A partial temporary file can be continued after a dropped connection."""
     local_path: bool = False
     """Paths are local files (so ``dest inside source`` can be checked)."""
 
@@ -127,51 +172,16 @@ class DestStat:
     mode: int
 
 
-class ChunkSource(Protocol):
-    """The bytes of one source file, hashed and counted as they are read.
-
-    Provided by the engine; a backend only moves what it returns. Every method
-    blocks, so call them from a worker thread (``anyio.to_thread.run_sync``).
-    They raise :class:`~finalcopy.errors.SourceError` on read errors and
-    :class:`~finalcopy.errors.Interrupted` once the run is cancelled.
-    """
-
-    size: int
-    """Size of the source file when planned."""
-
-    def read_chunk(self) -> memoryview:
-        """Next chunk (empty at end of file); valid until the next call."""
-        ...
-
-    def read_many(self, max_chunks: int) -> list[bytes]:
-        """Up to ``max_chunks`` chunks as independent ``bytes``.
-
-        Fewer than ``max_chunks`` (possibly none) means the end of the file was
-        reached; later calls return an empty list.
-        """
-        ...
-
-    def consume_prefix(self, length: int, algorithm: Algorithm) -> str:
-        """Read ``length`` bytes into the streaming hash and return their own digest.
-
-        Used to resume: the caller compares this digest with the destination's
-        partial file and, if equal, writes from ``length`` on.
-        """
-        ...
-
-    def rewind(self) -> None:
-        """Start over from byte 0 (a resume attempt that did not match)."""
-        ...
-
-
 @dataclass(eq=False)
 class FileTransfer:
     """One file for :meth:`Backend.put_files`; the backend fills the outcome fields."""
 
     path: str
     source: ChunkSource
-    mode: int
-    mtime_ns: int
+    mode: int | None
+    """Mode to apply at commit where modes are kept; ``None``: never chmod (see NEW_FILE_MODE)."""
+    mtime_ns: int | None
+    """Mtime to apply at commit where mtimes are kept; ``None``: the time of the commit."""
     temp: str = ""
     """Temporary path (same folder as ``path``) chosen by the engine so that it never
     equals a file of the plan; empty means ``temp_name`` of the final name."""
@@ -187,10 +197,10 @@ class FileTransfer:
 
 
 class TempWriter(ABC):
-    """A file being written under its temporary name."""
+    """A file being written where no reader of its final name can see it yet."""
 
     offset: int = 0
-    """Bytes already in the temporary file (non-zero when resuming)."""
+    """Bytes written so far."""
 
     @abstractmethod
     async def write(self, data: bytes | memoryview) -> None:
@@ -198,26 +208,27 @@ class TempWriter(ABC):
 
     @abstractmethod
     async def commit(self, *, mode: int | None, mtime_ns: int | None) -> int:
-        """Flush to stable storage, apply metadata where kept, rename into place.
+        """Make the complete file visible at its final name, atomically and durably.
 
-        Returns the destination's mtime (ns) after the rename.
+        Applies ``mode`` and ``mtime_ns`` first where metadata is kept (never
+        otherwise). Returns the destination's mtime (ns) of the committed file,
+        the value ``stat`` reports for it afterwards. On failure the writer is
+        aborted: nothing is left at the final name or the temporary one.
         """
 
     @abstractmethod
     async def abort(self) -> None:
-        """Close and remove the temporary file. Never raises."""
+        """Discard what was written (close and remove the temporary file). Never raises."""
 
 
 class Backend(ABC):
-    """A destination. Use as ``async with backend:``; :meth:`aclose` releases it."""
+    """A destination: eight primitives, the rest built on them. Use as ``async with backend:``."""
 
     capabilities: Capabilities
     root: str
     """Human-readable location of ``""`` (a path or a URL), for messages."""
     strategy: str = ""
     """One line saying which strategy was chosen and why, for the log."""
-    on_retry: Callable[[str, int, str], None] | None = None
-    """Set by the engine; a backend that retries calls it as ``(path, attempt, error)``."""
 
     async def __aenter__(self) -> Backend:
         return self
@@ -232,22 +243,15 @@ class Backend(ABC):
         """Human-readable form of ``path`` for messages."""
         return f"{self.root.rstrip('/')}/{path}" if path else self.root
 
-    # -- tree -------------------------------------------------------------
-
-    @abstractmethod
-    async def prepare(self) -> None:
-        """Create the root if needed and prove it writable (write-and-delete probe).
-
-        Raises :class:`~finalcopy.errors.DestinationUnusable` otherwise.
-        """
+    # -- primitives ----------------------------------------------------------
 
     @abstractmethod
     async def makedirs(self, paths: Sequence[str]) -> None:
-        """Create each folder and its parents; existing folders are fine."""
+        """Create each folder and its parents (``""``: the root); existing folders are fine."""
 
     @abstractmethod
     async def stat(self, paths: Sequence[str]) -> list[DestStat | None]:
-        """``lstat`` each path; ``None`` where nothing exists."""
+        """``lstat`` each path; ``None`` where nothing exists (or only beyond a link)."""
 
     @abstractmethod
     async def walk(self, path: str = "") -> list[tuple[str, DestStat]]:
@@ -262,43 +266,118 @@ class Backend(ABC):
         """Rename a file or folder; fails if ``new_path`` exists (nothing is merged or lost)."""
 
     @abstractmethod
-    async def symlink(self, path: str, target: str) -> None:
-        """Create (or atomically replace) a symbolic link."""
+    async def open_temp(self, path: str, temp: str = "") -> TempWriter:
+        """Start writing the file ``path``, invisible at that name until committed.
 
-    @abstractmethod
-    async def set_metadata(self, path: str, *, mode: int, mtime_ns: int) -> None:
-        """Apply mode and mtime to a folder; a no-op without ``posix_metadata``."""
-
-    @abstractmethod
-    async def sync_dirs(self, paths: Sequence[str]) -> None:
-        """Make the folders' entries (renames, creations) durable where possible."""
-
-    @abstractmethod
-    async def free_space(self, path: str = "") -> int | None:
-        """Bytes available to us below ``path``; ``None`` when unknown."""
-
-    # -- files ------------------------------------------------------------
-
-    @abstractmethod
-    async def open_temp(self, path: str, *, resume: bool = False) -> TempWriter:
-        """Open the temporary file for ``path``.
-
-        With ``resume`` and the ``resume`` capability, an existing partial
-        temporary file is kept and ``offset`` tells its size; otherwise it is
-        truncated.
+        ``temp`` is the temporary path the engine chose (see
+        :attr:`FileTransfer.temp`); a backend without rename may ignore it.
+        Whatever already lies at the temporary name is never written through.
         """
+
+    @abstractmethod
+    async def read_bytes(self, path: str) -> bytes | None:
+        """Whole content of a small file (manifest, state, lock), ``None`` if missing."""
 
     @abstractmethod
     async def hash_file(self, path: str, algorithm: Algorithm) -> str:
         """Hash the stored file, bypassing caches where possible (read-back or server-side)."""
 
-    @abstractmethod
-    async def read_bytes(self, path: str) -> bytes | None:
-        """Whole content of a small file (manifests), ``None`` if missing."""
+    # -- optional capabilities -------------------------------------------------
 
-    @abstractmethod
+    async def symlink(self, path: str, target: str) -> None:
+        """Create (or atomically replace) a symbolic link; with ``capabilities.symlinks`` only."""
+        raise DestinationError(
+            f"cannot create symlink '{self.describe(path)}': the destination has no symbolic links"
+        )
+
+    async def set_metadata(self, path: str, *, mode: int, mtime_ns: int) -> None:  # noqa: B027
+        """Apply mode and mtime to a folder; a no-op without ``capabilities.posix_metadata``."""
+
+    async def sync_dirs(self, paths: Sequence[str]) -> None:  # noqa: B027 - nothing to do
+        """Make the folders' entries (renames, creations) durable where that is a separate step."""
+
+    async def free_space(self, path: str = "") -> int | None:
+        """Bytes available to us below ``path``; ``None`` when unknown (the default)."""
+        return None
+
+    # -- conveniences built on the primitives ---------------------------------
+
+    async def prepare(self) -> None:
+        """Create the root if needed and prove it writable (write-and-delete probe).
+
+        Raises :class:`~finalcopy.errors.DestinationUnusable` otherwise.
+        """
+        # A fixed name: a crash between write and remove leaves one probe,
+        # which the next probe replaces, not one per process.
+        probe = temp_name("finalcopy-write-probe")
+        try:
+            await self.makedirs([""])
+            await self.write_bytes(probe, b"finalcopy write probe")
+            await self.remove(probe)
+        except DestinationUnusable:
+            raise
+        except DestinationError as exc:
+            raise DestinationUnusable(f"destination '{self.root}' is not writable: {exc}") from None
+
     async def write_bytes(self, path: str, data: bytes) -> None:
-        """Atomically replace a small file with ``data``, durably."""
+        """Atomically and durably replace the small file ``path`` (its folder made first)."""
+        folder = posixpath.dirname(path)
+        if folder:
+            await self.makedirs([folder])
+        transfer = FileTransfer(path, BytesSource(data), mode=None, mtime_ns=None)
+        await self.put_files([transfer], get_algorithm(DEFAULT_ALGORITHM))
+        if transfer.error is not None:
+            raise transfer.error
+
+    async def put_files(
+        self,
+        transfers: Sequence[FileTransfer],
+        algorithm: Algorithm,
+        *,
+        on_retry: RetryListener | None = None,
+    ) -> None:
+        """Copy each transfer's source to its path, committed, and fill in its outcome.
+
+        One transfer's failure is stored in its ``error`` and does not stop
+        the others; only :class:`~finalcopy.errors.Interrupted` (and
+        cancellation) propagates, after every temporary file has been
+        removed. With ``readback``, the committed file is hashed back into
+        ``readback_digest``; left ``None`` when that fails (the engine then
+        asks :meth:`hash_file` itself and reports the error). A backend that
+        retries (after a dropped connection) tells ``on_retry`` first.
+        """
+        for transfer in transfers:
+            try:
+                await self._stream(transfer)
+            except Interrupted:
+                raise
+            except FinalcopyError as exc:
+                transfer.error = exc
+                continue
+            if transfer.readback:
+                with contextlib.suppress(DestinationError):
+                    transfer.readback_digest = await self.hash_file(transfer.path, algorithm)
+
+    async def _stream(self, transfer: FileTransfer) -> None:
+        """:meth:`put_files`' road for one file: open_temp → write → commit, else abort."""
+        source = transfer.source
+        writer = await self.open_temp(transfer.path, transfer.temp)
+        try:
+            while True:
+                chunks = await anyio.to_thread.run_sync(source.read_many, READ_CHUNKS)
+                for chunk in chunks:
+                    await writer.write(chunk)
+                if len(chunks) < READ_CHUNKS:
+                    break
+            transfer.dest_mtime_ns = await writer.commit(
+                mode=transfer.mode, mtime_ns=transfer.mtime_ns
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await writer.abort()
+            raise
+
+    # -- names -----------------------------------------------------------------
 
     def name_problems(self, paths: Sequence[str]) -> list[str]:
         """Paths this destination cannot store, each with the reason (none by default)."""
@@ -313,43 +392,3 @@ class Backend(ABC):
         siblings. The mapping must be injective and keep ``/`` as separator.
         """
         return path
-
-    async def put_files(self, transfers: Sequence[FileTransfer], algorithm: Algorithm) -> None:
-        """Copy each transfer's source to its path and fill in its outcome.
-
-        One transfer's failure is stored in its ``error`` and does not stop the
-        others; only :class:`~finalcopy.errors.Interrupted` propagates, after
-        every temporary file has been removed.
-        """
-        from finalcopy.errors import Interrupted
-
-        for transfer in transfers:
-            try:
-                await self.put_file(transfer, algorithm)
-            except Interrupted:
-                raise
-            except FinalcopyError as exc:
-                transfer.error = exc
-
-    async def put_file(self, transfer: FileTransfer, algorithm: Algorithm) -> None:
-        """Stream one file through :meth:`open_temp`; raise on failure."""
-        import anyio
-
-        source = transfer.source
-        writer = await self.open_temp(transfer.path)
-        try:
-            while True:
-                chunks = await anyio.to_thread.run_sync(source.read_many, 16)
-                for chunk in chunks:
-                    await writer.write(chunk)
-                if len(chunks) < 16:
-                    break
-            transfer.dest_mtime_ns = await writer.commit(
-                mode=transfer.mode, mtime_ns=transfer.mtime_ns
-            )
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await writer.abort()
-            raise
-        if transfer.readback:
-            transfer.readback_digest = await self.hash_file(transfer.path, algorithm)

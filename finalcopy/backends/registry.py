@@ -1,70 +1,70 @@
 """Pick and open the backend a destination string names.
 
 * ``sftp://[user@]host[:port]/path`` and ``[user@]host:path`` (a colon before
-  any slash, as scp and rsync read it) → SFTP;
-* anything else is a local path → the POSIX backend, or the no-metadata
-  backend when the file system cannot keep POSIX metadata (see
-  :mod:`finalcopy.backends.ntfs`).
+  any slash, as scp and rsync read it) → ``sftp``;
+* anything else is a local path → ``file``: the POSIX backend, or the
+  no-metadata one where the file system cannot keep POSIX metadata (see
+  :mod:`finalcopy.backends.local.strategy`).
+
+:data:`BACKENDS` maps each scheme to the function that opens its backend,
+named as ``"module:function"`` and imported only when a destination names
+the scheme (a local copy never pays for importing asyncssh), with the hint
+shown when that import fails, as fsspec's ``known_implementations`` does.
+A new backend is one folder under ``finalcopy/backends/`` and one line here.
 
 A password in the destination (``sftp://user:secret@host/...``) is refused
 before anything else looks at the string: the destination is repeated in
 logs, reports, status files and messages, and a password there would leak.
-
-Backend modules are imported only when chosen, so a local copy never pays for
-importing asyncssh.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from finalcopy.backends.base import Backend
+from finalcopy.backends.options import DestinationOptions, SshLocation
 from finalcopy.errors import UsageError
 
-MetadataMode = Literal["auto", "posix", "none"]
-NameMode = Literal["reject", "map"]
+__all__ = [
+    "BACKENDS",
+    "BackendEntry",
+    "DestinationOptions",
+    "Location",
+    "SshLocation",
+    "open_backend",
+    "parse_destination",
+]
+
+Location = Path | SshLocation
+"""A parsed destination: what the opener of its scheme receives."""
+Opener = Callable[[Location, DestinationOptions], Awaitable[Backend]]
 
 
 @dataclass(frozen=True)
-class DestinationOptions:
-    """Everything a backend may need to know besides the destination string."""
+class BackendEntry:
+    """Where the opener of one scheme lives, and what to install when it cannot be imported."""
 
-    metadata: MetadataMode = "auto"
-    """``auto`` detects NTFS/FUSE and probes; ``posix``/``none`` force a mode."""
-    ntfs_names: NameMode = "reject"
-    """On no-metadata destinations: refuse names NTFS cannot hold, or map them."""
-    identity_file: Path | None = None
-    port: int | None = None
-    known_hosts: Path | None = None
-    accept_new_host_key: bool = False
-    ssh_config: Path | None = None
-    """OpenSSH client configuration file to read instead of ``~/.ssh/config``."""
-    retry_attempts: int = 3
-    timeout: float = 300.0
-    jobs: int = 4
-    extra: dict[str, str] = field(default_factory=dict)
+    opener: str
+    """``"module:function"``; the function is awaited as ``opener(location, options)``."""
+    missing: str
+    """Shown, with the import error, when the module cannot be imported."""
 
 
-@dataclass(frozen=True)
-class SshLocation:
-    """A parsed SFTP destination."""
-
-    host: str
-    path: str
-    user: str | None = None
-    port: int | None = None
-
-    def url(self) -> str:
-        user = f"{self.user}@" if self.user else ""
-        port = f":{self.port}" if self.port else ""
-        path = self.path if self.path.startswith("/") else f"/~/{self.path}"
-        return f"sftp://{user}{self.host}{port}{path}"
-
+BACKENDS: dict[str, BackendEntry] = {
+    "file": BackendEntry(
+        "finalcopy.backends.local:open_local_backend",
+        "the local backend is part of finalcopy: reinstall finalcopy",
+    ),
+    "sftp": BackendEntry(
+        "finalcopy.backends.sftp:open_sftp_backend",
+        "SFTP destinations need asyncssh: pip install asyncssh",
+    ),
+}
 
 _SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^@/:\[\]]+):(?P<path>.*)$")
 #: ``user:password@host:path``, which scp would read as host ``user``.
@@ -76,7 +76,7 @@ _NO_PASSWORDS = (
 )
 
 
-def parse_destination(dest: str) -> Path | SshLocation:
+def parse_destination(dest: str) -> Location:
     """Tell a local path from a remote one, as scp and rsync do."""
     if not dest:
         raise UsageError("the destination is empty")
@@ -118,25 +118,24 @@ def parse_destination(dest: str) -> Path | SshLocation:
     return Path(dest)
 
 
-def _load(module: str, attribute: str, hint: str) -> object:
+def scheme_of(location: Location) -> str:
+    """The key of :data:`BACKENDS` that serves ``location``."""
+    return "sftp" if isinstance(location, SshLocation) else "file"
+
+
+def opener_for(scheme: str) -> Opener:
+    """Import the opener of ``scheme``; :class:`~finalcopy.errors.UsageError` if it cannot be."""
+    entry = BACKENDS[scheme]
+    module, _, name = entry.opener.partition(":")
     try:
-        return getattr(importlib.import_module(module), attribute)
+        found = getattr(importlib.import_module(module), name)
     except ImportError as exc:
-        raise UsageError(f"{hint} ({exc})") from None
+        raise UsageError(f"{entry.missing} ({exc})") from None
+    opener: Opener = found
+    return opener
 
 
 async def open_backend(dest: str, options: DestinationOptions | None = None) -> Backend:
     """Open the backend for ``dest``; close it with ``await backend.aclose()``."""
-    options = options or DestinationOptions()
     location = parse_destination(dest)
-    if isinstance(location, SshLocation):
-        open_sftp = _load(
-            "finalcopy.backends.sftp",
-            "open_sftp_backend",
-            "SFTP destinations need asyncssh: pip install asyncssh",
-        )
-        backend: Backend = await open_sftp(location, options)  # type: ignore[operator]
-        return backend
-    open_local = _load("finalcopy.backends.ntfs", "open_local_backend", "internal error")
-    backend = await open_local(location, options)  # type: ignore[operator]
-    return backend
+    return await opener_for(scheme_of(location))(location, options or DestinationOptions())

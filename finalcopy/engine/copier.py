@@ -426,7 +426,9 @@ class _Run:
             if f.size >= SMALL_FILE:
                 self.events(FileStarted(path=f.path, size=f.size))
         try:
-            await self.backend.put_files([t for _, _, t in transfers], self.algorithm)
+            await self.backend.put_files(
+                [t for _, _, t in transfers], self.algorithm, on_retry=self.retried
+            )
         except Interrupted:
             return
         finally:
@@ -494,6 +496,10 @@ class _Run:
                 await self.backend.remove(transfer.path)
             return exc
         return None
+
+    def retried(self, path: str, attempt: int, error: str) -> None:
+        """The backend is trying ``path`` again after ``error`` (a dropped connection)."""
+        self.events(Retry(path=path, attempt=attempt, error=error))
 
     def fail(self, path: str, message: str) -> None:
         self.report.failed[path] = message
@@ -681,11 +687,8 @@ async def copy_tree(
 
 async def _copy_files(run: _Run, todo: list[PlannedFile]) -> None:
     """Create the folders, move replaced entries aside, stream the files, seal the tree."""
-    backend, events, report = run.backend, run.events, run.report
+    backend, report = run.backend, run.report
     await backend.makedirs([run.dest_path(d.path) for d in run.plan.dirs])
-    backend.on_retry = lambda path, attempt, error: events(
-        Retry(path=path, attempt=attempt, error=error)
-    )
     try:
         await run.move_aside(todo)
         await run.transfer(run.batches(todo))
@@ -698,5 +701,3 @@ async def _copy_files(run: _Run, todo: list[PlannedFile]) -> None:
         report.interrupted = True
         with anyio.CancelScope(shield=True):
             await run.write_state()
-    finally:
-        backend.on_retry = None

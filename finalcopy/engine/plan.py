@@ -1,5 +1,8 @@
 """Walk a source tree into a plan: what to create, copy, link, and what to skip.
 
+The walk is :func:`finalcopy.tree.walk_tree`, shared with the pipeline step
+so that what is copied and what is later deleted are listed alike.
+
 Symlinks are recreated as symlinks and never followed; FIFOs, sockets and
 devices are skipped with a warning (copying them would block or make no sense).
 """
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finalcopy.errors import SourceError, describe_os_error
+from finalcopy.tree import WalkFailure, walk_tree
 
 #: Folder at the top of a destination holding finalcopy's own files (manifest, state).
 META_DIR = ".finalcopy"
@@ -68,40 +72,23 @@ def scan(root: Path) -> Plan:
         raise SourceError(f"source '{root}' is not a folder")
     plan = Plan(root=root)
     plan.dirs.append(PlannedDir("", stat.S_IMODE(st.st_mode), st.st_mtime_ns))
-    pending: list[tuple[str, Path]] = [("", root)]
-    while pending:
-        rel_dir, abs_dir = pending.pop()
-        try:
-            with os.scandir(abs_dir) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            message = f"cannot read folder '{abs_dir}': {describe_os_error(exc)}"
-            plan.unreadable.append((rel_dir, message))
-            continue
-        subdirs: list[tuple[str, Path]] = []
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            if not rel_dir and entry.name == META_DIR:
-                continue
-            try:
-                est = entry.stat(follow_symlinks=False)
-            except OSError as exc:
-                message = f"cannot read '{entry.path}': {describe_os_error(exc)}"
-                plan.unreadable.append((rel, message))
-                continue
-            mode = est.st_mode
-            if stat.S_ISREG(mode):
-                plan.files.append(
-                    PlannedFile(
-                        rel, Path(entry.path), est.st_size, stat.S_IMODE(mode), est.st_mtime_ns
-                    )
-                )
-            elif stat.S_ISDIR(mode):
-                plan.dirs.append(PlannedDir(rel, stat.S_IMODE(mode), est.st_mtime_ns))
-                subdirs.append((rel, Path(entry.path)))
-            elif stat.S_ISLNK(mode):
-                plan.links.append(PlannedLink(rel, os.readlink(entry.path)))
-            else:
-                plan.skipped.append(f"skipped special file (FIFO, socket or device): {entry.path}")
-        pending.extend(reversed(subdirs))
+
+    def unreadable(failure: WalkFailure) -> None:
+        what = "folder " if failure.folder else ""
+        message = f"cannot read {what}'{failure.path}': {describe_os_error(failure.error)}"
+        plan.unreadable.append((failure.rel, message))
+
+    for rel, est in walk_tree(root, skip=(META_DIR,), onerror=unreadable):
+        mode = est.st_mode
+        path = root / rel
+        if stat.S_ISREG(mode):
+            plan.files.append(
+                PlannedFile(rel, path, est.st_size, stat.S_IMODE(mode), est.st_mtime_ns)
+            )
+        elif stat.S_ISDIR(mode):
+            plan.dirs.append(PlannedDir(rel, stat.S_IMODE(mode), est.st_mtime_ns))
+        elif stat.S_ISLNK(mode):
+            plan.links.append(PlannedLink(rel, os.readlink(path)))
+        else:
+            plan.skipped.append(f"skipped special file (FIFO, socket or device): {path}")
     return plan

@@ -10,8 +10,18 @@ One entry point, :func:`run_finalization` (or :func:`finalize_sync`)::
 ``docs/run.md`` documents the settings, the folders, the report and the status file.
 """
 
-from finalcopy.finalize.report import ProjectResult, RunReport
-from finalcopy.finalize.runner import finalize_sync, run_finalization
+from finalcopy.finalize.finalization import finalize_sync, run_finalization
+from finalcopy.finalize.report import FinalizationReport, ProjectResult
 from finalcopy.finalize.settings import Settings
 
-__all__ = ["ProjectResult", "RunReport", "Settings", "finalize_sync", "run_finalization"]
+RunReport = FinalizationReport
+"""The report's earlier name, kept for callers of the documented API (``finalcopy.RunReport``)."""
+
+__all__ = [
+    "FinalizationReport",
+    "ProjectResult",
+    "RunReport",
+    "Settings",
+    "finalize_sync",
+    "run_finalization",
+]

@@ -27,7 +27,6 @@ import anyio.to_thread
 
 from finalcopy.backends import Backend
 from finalcopy.backends.base import is_temp_name, join
-from finalcopy.backends.local import hash_path
 from finalcopy.engine import META_DIR, CopyOptions, CopyReport, EventSink, copy_tree
 from finalcopy.engine.manifest import (
     STATE_NAME,
@@ -37,10 +36,10 @@ from finalcopy.engine.manifest import (
     parse_state,
 )
 from finalcopy.errors import FinalcopyError, Interrupted
-from finalcopy.finalize.cleanup import REPLACED_DIR
 from finalcopy.finalize.destination import free_name
 from finalcopy.finalize.metadir import check_private_dir
-from finalcopy.hashing import Algorithm
+from finalcopy.finalize.rollback import REPLACED_DIR
+from finalcopy.hashing import Algorithm, hash_path
 
 
 def stage(sources: Iterable[tuple[Path, str]], folder: Path) -> None:
@@ -63,13 +62,12 @@ def unstage(folder: Path) -> None:
 
 @dataclass
 class ArchiveStep:
-    """Archive (and restore) the artifacts of one project."""
+    """Archive (and restore) projects' artifacts; the events of each call go to its own sink."""
 
     backend: Backend
     stage_root: Path
     options: CopyOptions
     algorithm: Algorithm
-    events: EventSink
     cancel: threading.Event
 
     def _staging(self, name: str) -> Path:
@@ -109,7 +107,9 @@ class ArchiveStep:
                 out.append(rel)
         return None if hashed and not out else out
 
-    async def archive(self, project: Path, name: str, artifacts: list[str]) -> tuple[str, str]:
+    async def archive(
+        self, project: Path, name: str, artifacts: list[str], events: EventSink
+    ) -> tuple[str, str]:
         """Archive ``artifacts``; returns (folder used, a warning or "")."""
         if not artifacts:
             return "", ""
@@ -132,7 +132,7 @@ class ArchiveStep:
                 self.backend,
                 options,
                 dest=target,
-                events=self.events,
+                events=events,
                 cancel=self.cancel,
             )
         finally:
@@ -141,7 +141,7 @@ class ArchiveStep:
         return self.backend.describe(target), warning
 
     async def restore(
-        self, name: str, present: set[str], output: Backend, target: str
+        self, name: str, present: set[str], output: Backend, target: str, events: EventSink
     ) -> tuple[list[str], CopyReport | None]:
         """Copy archived artifacts that the project lacks into ``output/target``.
 
@@ -168,10 +168,10 @@ class ArchiveStep:
         await anyio.to_thread.run_sync(stage, [(root / rel, rel) for rel in missing], folder)
         try:
             # Into the project's copy, whose lock the run holds; a file there is kept
-            # aside like the copy's own (see finalize.cleanup.Rollback).
+            # aside like the copy's own (see finalize.rollback.Rollback).
             options = replace(self.options, lock=False, backup_dir=REPLACED_DIR)
             report = await copy_tree(
-                folder, output, options, dest=target, events=self.events, cancel=self.cancel
+                folder, output, options, dest=target, events=events, cancel=self.cancel
             )
         finally:
             await anyio.to_thread.run_sync(unstage, folder)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from finalcopy.backends.ntfs import filesystem_type
+from finalcopy.backends.local.strategy import filesystem_type
 from finalcopy.engine.source import SourceIdentity, SourceRead
 
 FINE_NS = 50_000_000

@@ -24,6 +24,7 @@ from finalcopy.backends import Backend, open_backend
 from finalcopy.errors import FinalcopyError
 from finalcopy.finalize.report import Fallback
 from finalcopy.finalize.settings import Settings
+from finalcopy.paths import nearest_existing
 
 
 @dataclass
@@ -74,9 +75,7 @@ async def _try(
 
 def _writable_without_writing(path: Path) -> bool:
     """Dry-run stand-in for the probe: the nearest existing folder is writable by us."""
-    target = path
-    while not target.exists() and target != target.parent:
-        target = target.parent
+    target = nearest_existing(path)
     return target.is_dir() and os.access(target, os.W_OK | os.X_OK)
 
 

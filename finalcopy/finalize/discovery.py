@@ -22,6 +22,8 @@ from pathlib import Path
 
 from finalcopy.engine import META_DIR
 from finalcopy.finalize.settings import Mode
+from finalcopy.paths import is_inside
+from finalcopy.tree import WalkFailure, walk_tree
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 ArtifactKind = str  # "scenes" | "tracking" | "audio"
@@ -113,26 +115,14 @@ class ProjectFiles:
 def list_project(root: Path) -> ProjectFiles:
     """Regular files below ``root`` (links not followed, ``.finalcopy/`` left out)."""
     out = ProjectFiles()
-    pending = [("", root)]
-    while pending:
-        rel_dir, folder = pending.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue  # the engine reports unreadable folders with their cause
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            if not rel_dir and entry.name == META_DIR:
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                pending.append((rel, Path(entry.path)))
-            elif stat.S_ISREG(st.st_mode):
-                out.files[rel] = st.st_size
+    for rel, st in walk_tree(root, skip=(META_DIR,), onerror=_ignore):
+        if stat.S_ISREG(st.st_mode):
+            out.files[rel] = st.st_size
     return out
+
+
+def _ignore(failure: WalkFailure) -> None:
+    """Unreadable entries are left to the engine, which reports them with their cause."""
 
 
 @dataclass
@@ -153,11 +143,6 @@ class Candidate:
     @property
     def reason(self) -> str:
         return self.excluded or self.readiness.reason
-
-
-def _contains(folder: Path, other: Path) -> bool:
-    """``other`` is ``folder`` or inside it (both resolved)."""
-    return other == folder or folder in other.parents
 
 
 def discover(
@@ -184,8 +169,8 @@ def discover(
             out.append(Candidate(entry.name, path, empty, ProjectFiles(), "a symbolic link"))
             continue
         real = path.resolve()
-        clash = next((g for g in guarded if _contains(real, g)), None)
-        if clash is None and _contains(archives, real):
+        clash = next((g for g in guarded if is_inside(g, real)), None)
+        if clash is None and is_inside(real, archives):
             clash = archives
         if clash is not None:
             out.append(

@@ -28,6 +28,8 @@ class RunPlanned(Event):
 
 @dataclass(frozen=True)
 class FolderNotReady(Event):
+    """A folder of the work directory is left alone this time, and why (``-v`` shows it)."""
+
     kind: str = field(init=False, default="not_ready")
     project: str = ""
     reason: str = ""
@@ -35,6 +37,8 @@ class FolderNotReady(Event):
 
 @dataclass(frozen=True)
 class ProjectStarted(Event):
+    """A project is being finalized: ``index`` of ``total``, ``bytes`` to copy."""
+
     kind: str = field(init=False, default="project_started")
     project: str = ""
     index: int = 0
@@ -45,6 +49,8 @@ class ProjectStarted(Event):
 
 @dataclass(frozen=True)
 class ProjectDone(Event):
+    """A project is finalized: copied, verified, its source deleted."""
+
     kind: str = field(init=False, default="project_done")
     project: str = ""
     destination: str = ""
@@ -54,6 +60,8 @@ class ProjectDone(Event):
 
 @dataclass(frozen=True)
 class ProjectFailed(Event):
+    """A project is not finalized (failed or interrupted); its source is kept."""
+
     kind: str = field(init=False, default="project_failed")
     project: str = ""
     reason: str = ""
@@ -61,6 +69,8 @@ class ProjectFailed(Event):
 
 @dataclass(frozen=True)
 class ProjectSkipped(Event):
+    """A project was not attempted: another run holds it, or it vanished or is no longer ready."""
+
     kind: str = field(init=False, default="project_skipped")
     project: str = ""
     reason: str = ""

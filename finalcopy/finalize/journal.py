@@ -23,6 +23,12 @@ The journal lives beside the source, not at the destination: it is the
 source that a crash leaves half deleted, and the destination may differ
 between runs (fallback).
 
+The journal owns its phases: :class:`ProjectJournal` records them for one
+project, decides what an earlier run left to resume
+(:meth:`ProjectJournal.resume_point`, :meth:`Journal.finishing`) and when
+the journal must outlive a failure; :meth:`Journal.forget_stale` drops the
+journals whose deletion completed.
+
 A journal file is untrusted input (anyone who can write the work directory
 can plant one): an entry is used only if every field is one this run could
 have written for this project — the folder names are re-derived from the
@@ -41,7 +47,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from finalcopy.finalize.metadir import private_dir, read_small, sync_dir, write_atomic
+from finalcopy.errors import FinalcopyError
+from finalcopy.finalize.failures import ProjectFailure
+from finalcopy.finalize.metadir import private_dir
+from finalcopy.smallfiles import read_small_at, sync_dir, write_atomic_at
 
 Phase = Literal["copying", "swapping", "deleting"]
 MAX_BYTES = 64 * 1024
@@ -50,6 +59,8 @@ _STAMP = r"_\d{8}_\d{6}(?:_\d+)?"
 
 @dataclass(frozen=True)
 class JournalEntry:
+    """One project's last recorded phase: what a re-run resumes or finishes."""
+
     project: str
     destination: str
     """The destination string the target lives on."""
@@ -61,6 +72,16 @@ class JournalEntry:
     """``replace``: the previous copy, to be renamed to ``aside``."""
     aside: str = ""
     """``replace``: the name the previous copy is kept under."""
+
+    @property
+    def finishing(self) -> bool:
+        """Past ``copying``: the copy is verified and durable, only the swap and deletion remain."""
+        return self.phase != "copying"
+
+    @property
+    def swap_pending(self) -> bool:
+        """``replace`` was renaming the copies: the renames are finished before the deletion."""
+        return self.phase == "swapping"
 
 
 def derived_names_ok(entry: JournalEntry) -> bool:
@@ -112,7 +133,7 @@ class Journal:
         if not self.folder.parent.is_dir():
             return None
         with private_dir(self.work_dir, *self.PARTS) as fd:
-            data = read_small(fd, self.file_name(project), MAX_BYTES)
+            data = read_small_at(fd, self.file_name(project), MAX_BYTES)
         if data is None:
             return None
         entry = parse_entry(data, project) if len(data) <= MAX_BYTES else None
@@ -126,7 +147,7 @@ class Journal:
     def write(self, entry: JournalEntry) -> None:
         data = json.dumps(asdict(entry), ensure_ascii=False).encode("utf-8")
         with private_dir(self.work_dir, *self.PARTS) as fd:
-            write_atomic(fd, self.file_name(entry.project), data)
+            write_atomic_at(fd, self.file_name(entry.project), data)
 
     def remove(self, project: str) -> None:
         if not self.folder.parent.is_dir():
@@ -141,3 +162,98 @@ class Journal:
             return []
         with private_dir(self.work_dir, *self.PARTS) as fd:
             return [n[:-5] for n in os.listdir(fd) if n.endswith(".json") and n[:-5]]
+
+    def finishing(self, project: str) -> bool:
+        """Whether a run stopped while swapping in or deleting ``project``'s verified copy.
+
+        Such a project is finalized whatever is left of its source looks like:
+        the deletion may have removed the files that made it "ready".
+        """
+        entry = self.read(project)
+        return entry is not None and entry.finishing
+
+    def forget_stale(self) -> None:
+        """Drop the journals of projects whose folder is gone: their deletion completed."""
+        with contextlib.suppress(OSError, FinalcopyError):
+            for project in self.projects():
+                if not os.path.lexists(self.work_dir / project):
+                    self.remove(project)
+
+
+class ProjectJournal:
+    """One project's journal as its finalization records it, phase by phase.
+
+    Once the copy is final (``deleting`` recorded, or an earlier run's
+    ``swapping``/``deleting`` taken up) the journal outlives any failure:
+    part of the source may be gone, and the next run must finish against
+    the same verified copy, never start a fresh one.
+    """
+
+    def __init__(self, journal: Journal, project: str, destination: str, run_id: str) -> None:
+        self.journal = journal
+        self.project = project
+        self.destination = destination
+        self.run_id = run_id
+        self.must_finish = False
+        """The journal must survive a failure (see the class docstring)."""
+
+    def resume_point(self) -> JournalEntry | None:
+        """What an earlier run left to resume on this destination; None to start afresh.
+
+        A ``copying`` entry resumes the copy into the same folder; a
+        finishing one (:attr:`JournalEntry.finishing`) is finished without
+        copying. An interrupted copy to another destination is abandoned (its
+        source is intact); a finishing one there is refused, since only that
+        destination holds the verified copy.
+        """
+        entry = self.journal.read(self.project)
+        if entry is None:
+            return None
+        if entry.destination != self.destination:
+            if entry.finishing:
+                raise ProjectFailure(
+                    f"an earlier run was finishing this project on '{entry.destination}', "
+                    f"which is not this run's destination; run again with "
+                    f"OUTPUT_DIR={entry.destination}"
+                )
+            return None  # an interrupted copy elsewhere: start afresh here
+        if entry.finishing:
+            self.must_finish = True
+        return entry
+
+    def copying(self, target: str, old: str) -> None:
+        """The copy goes to ``target`` (and, for ``replace``, will take ``old``'s name)."""
+        self._record("copying", target, old)
+
+    def swapping(self, target: str, old: str, aside: str) -> None:
+        """``replace``: ``old`` is renamed to ``aside`` and the verified ``target`` to ``old``."""
+        self._record("swapping", target, old, aside)
+
+    def deleting(self, target: str) -> None:
+        """The copy at ``target`` is verified and durable: the source is being deleted."""
+        self._record("deleting", target, "")
+        self.must_finish = True
+
+    def failed(self) -> bool:
+        """The project failed: forget the journal unless it must outlive this; True if kept."""
+        if self.must_finish:
+            return True
+        self.journal.remove(self.project)
+        return False
+
+    def finished(self) -> None:
+        """The source is deleted: nothing is left to resume."""
+        self.journal.remove(self.project)
+
+    def _record(self, phase: Phase, target: str, old: str, aside: str = "") -> None:
+        self.journal.write(
+            JournalEntry(
+                project=self.project,
+                destination=self.destination,
+                target=target,
+                phase=phase,
+                run_id=self.run_id,
+                old=old,
+                aside=aside,
+            )
+        )

@@ -39,8 +39,8 @@ def log_file_name(moment: datetime | None = None) -> str:
     return f"finalize_{(moment or datetime.now()).strftime('%Y%m%d_%H%M%S')}.log"
 
 
-class RunLog:
-    """A logger writing the run's file (and, with ``echo``, the same lines to stderr)."""
+class FinalizationLog:
+    """A logger writing the finalization's log file (with ``echo``, the same lines to stderr)."""
 
     def __init__(self, log_dir: Path | None, *, debug: bool, echo: bool) -> None:
         self.logger = logging.getLogger(f"{LOGGER_NAME}.{id(self)}")

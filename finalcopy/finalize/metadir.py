@@ -5,9 +5,10 @@ as a symbolic link to ``/etc``: opening ``journal/P.json`` by path would then
 write there, as root. So every folder below the work directory is opened
 relative to its parent's descriptor with ``O_NOFOLLOW | O_DIRECTORY`` (created
 with ``mkdir`` when missing) and every file relative to its folder's
-descriptor with ``O_NOFOLLOW``; temporary files are created ``O_EXCL``. A
-link where a folder or file is expected is refused with a clear message. The
-work directory itself is the operator's choice and may be a link.
+descriptor with ``O_NOFOLLOW``; temporary files are created ``O_EXCL``
+(:mod:`finalcopy.smallfiles` reads and writes the files of a folder opened
+here). A link where a folder or file is expected is refused with a clear
+message. The work directory itself is the operator's choice and may be a link.
 """
 
 from __future__ import annotations
@@ -15,18 +16,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 from finalcopy.errors import FinalcopyError
+from finalcopy.finalize.failures import UnsafeMetadata
 
 NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class UnsafeMetadata(FinalcopyError):
-    """A path in ``WORK/.finalcopy/`` is a symbolic link or not what finalcopy made there."""
 
 
 def _refusal(path: Path, exc: OSError) -> FinalcopyError:
@@ -80,51 +76,3 @@ def check_private_dir(base: Path, *parts: str) -> Path:
     """
     os.close(open_private_dir(base, *parts))
     return base.joinpath(*parts)
-
-
-def read_small(dir_fd: int, name: str, limit: int) -> bytes | None:
-    """The content of file ``name`` (at most ``limit`` bytes), None if missing or not a file."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return None  # a planted link: not ours, never read through
-        raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return os.read(fd, limit + 1)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(dir_fd: int, name: str, data: bytes) -> None:
-    """Replace file ``name`` with ``data``, durably, through an exclusive temporary file."""
-    tmp = f".{name[:64]}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(
-        tmp,
-        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-        0o644,
-        dir_fd=dir_fd,
-    )
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        raise
-    sync_dir(dir_fd)
-
-
-def sync_dir(dir_fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.fsync(dir_fd)

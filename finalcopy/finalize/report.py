@@ -1,4 +1,4 @@
-"""What a run did: the final JSON report and the status file polled while it runs.
+"""What a finalization did: the final JSON report, and the status file polled while it runs.
 
 Both schemas are documented in ``docs/run.md``; ``schema`` is bumped on any
 incompatible change.
@@ -23,12 +23,13 @@ from finalcopy.finalize.events import (
     ProjectStarted,
     RunPlanned,
 )
+from finalcopy.smallfiles import write_atomic
 
 SCHEMA = 1
 EXIT_OK, EXIT_FAILED, EXIT_DESTINATION, EXIT_INTERRUPTED = 0, 1, 3, 130
 
 ProjectStatus = Literal["finalized", "failed", "skipped", "interrupted", "planned"]
-RunState = Literal["running", "done", "failed", "interrupted"]
+FinalizationState = Literal["running", "done", "failed", "interrupted"]
 
 
 def now_iso() -> str:
@@ -111,7 +112,7 @@ class ProjectResult:
 
 
 @dataclass
-class RunReport:
+class FinalizationReport:
     """The outcome of :func:`~finalcopy.finalize.run_finalization`; see ``exit_code``."""
 
     work_dir: str
@@ -155,7 +156,7 @@ class RunReport:
         return EXIT_FAILED if self.failed else EXIT_OK
 
     @property
-    def state(self) -> RunState:
+    def state(self) -> FinalizationState:
         if self.interrupted:
             return "interrupted"
         return "done" if self.exit_code == EXIT_OK else "failed"
@@ -192,18 +193,9 @@ class RunReport:
         }
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Readers never see a half-written file: temporary name, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a report or the status file: readers never see it half written."""
+    write_atomic(path, (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
 
 
 class StatusFile:
@@ -216,7 +208,7 @@ class StatusFile:
     def __init__(
         self,
         path: Path | None,
-        report: RunReport,
+        report: FinalizationReport,
         clock: Any = time.monotonic,
         interval: float = 1.0,
     ) -> None:
@@ -264,7 +256,7 @@ class StatusFile:
                 return project.bytes
         return self.current_bytes
 
-    def snapshot(self, state: RunState = "running") -> dict[str, Any]:
+    def snapshot(self, state: FinalizationState = "running") -> dict[str, Any]:
         done = sum(1 for p in self.report.projects if p.status == "finalized")
         failed = sum(1 for p in self.report.projects if p.status == "failed")
         skipped = sum(1 for p in self.report.projects if p.status == "skipped")
@@ -293,7 +285,7 @@ class StatusFile:
             "exit_code": None if state == "running" else self.report.exit_code,
         }
 
-    def write(self, *, force: bool = False, state: RunState = "running") -> None:
+    def write(self, *, force: bool = False, state: FinalizationState = "running") -> None:
         if self.path is None:
             return
         now = self.clock()
@@ -301,7 +293,7 @@ class StatusFile:
             return
         self.last = now
         try:
-            write_json_atomic(self.path, self.snapshot(state))
+            write_json(self.path, self.snapshot(state))
         except OSError as exc:
             self.error = f"cannot write the status file '{self.path}': {exc.strerror or exc}"
 

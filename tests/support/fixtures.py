@@ -1,5 +1,7 @@
 """pytest fixtures that start real parts: OpenSSH sshd and ntfs-3g volumes.
 
+Also the rule every such fixture follows (:func:`require_part`, :func:`require_tool`).
+
 Register once, in the top-level ``tests/conftest.py``::
 
     pytest_plugins = ["tests.support.fixtures"]
@@ -10,6 +12,7 @@ Where a part is missing the test is skipped with the reason, except under
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -18,29 +21,28 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ntfs import NtfsMount, cleanup_stale, mounted_ntfs, ntfs_available
-from tests.support.processes import process_alive
+from tests.support.loopmount import Driver, LoopMount
+from tests.support.ntfs import NTFS, NtfsMount
 from tests.support.sshd import SshServer, running_sshd, sshd_available
 from tests.support.users import LocalUser, ensure_unprivileged_user
 
 __all__ = [
     "FOREIGN_OWNER_OPTIONS",
-    "ntfs_base_dir",
     "ntfs_mount",
     "ntfs_mount_foreign_owner",
     "public_tmp_path",
     "require_part",
+    "require_tool",
     "sshd_server",
     "sshd_server_fresh",
     "unprivileged_user",
+    "volume",
 ]
 
 #: ntfs-3g options that make every file belong to uid 4242 (nobody real) with
 #: mode 0777: another user may create, write and rename, but chmod and utime
 #: with explicit times fail with EPERM, as on a disk mounted for someone else.
 FOREIGN_OWNER_OPTIONS = "uid=4242,gid=4242"
-
-_NTFS_PREFIX = "finalcopy-ntfs-"
 
 
 def require_part(reason: str | None) -> None:
@@ -50,6 +52,14 @@ def require_part(reason: str | None) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"required test part missing under CI: {reason}")
     pytest.skip(reason)
+
+
+def require_tool(name: str) -> str:
+    """Path of a command-line tool; skip (fail under CI) when it is missing."""
+    found = shutil.which(name)
+    require_part(None if found else f"{name} is not installed")
+    assert found is not None
+    return found
 
 
 @pytest.fixture(scope="session")
@@ -75,36 +85,39 @@ def sshd_server_fresh(tmp_path: Path) -> Iterator[SshServer]:
     yield from _sshd(tmp_path / "sshd")
 
 
-@pytest.fixture(scope="session")
-def ntfs_base_dir() -> Path:
-    """Where volumes go: outside pytest's 0700 tree, so other users reach them.
-
-    Unmounts and detaches what crashed earlier runs left there, once.
-    """
-    require_part(ntfs_available())
+@functools.cache
+def _volume_base(driver: Driver) -> Path:
     base = Path(tempfile.gettempdir())
-    cleanup_stale(base)
-    for stale in base.glob(f"{_NTFS_PREFIX}*"):
-        pid = stale.name.removeprefix(_NTFS_PREFIX).partition("-")[0]
-        if pid.isdigit() and not process_alive(int(pid)) and not os.path.ismount(stale / "mnt"):
-            shutil.rmtree(stale, ignore_errors=True)
+    driver.prepare_base(base)
     return base
 
 
+def volume(driver: Driver, options: str = "") -> Iterator[LoopMount]:
+    """A fresh volume of ``driver`` for one test; the body of the volume fixtures.
+
+    Volumes go to the system temporary folder, outside pytest's 0700 tree, so
+    other users reach them; what crashed earlier runs left there is unmounted
+    and detached once per session.
+    """
+    require_part(driver.unavailable())
+    with driver.volume(_volume_base(driver), options) as mount:
+        yield mount
+
+
 @pytest.fixture
-def ntfs_mount(ntfs_base_dir: Path) -> Iterator[NtfsMount]:
+def ntfs_mount() -> Iterator[NtfsMount]:
     """A fresh 2 GiB (sparse) ntfs-3g volume with default options, per test."""
-    yield from _ntfs(ntfs_base_dir, "")
+    yield from volume(NTFS)
 
 
 @pytest.fixture
-def ntfs_mount_foreign_owner(ntfs_base_dir: Path) -> Iterator[NtfsMount]:
+def ntfs_mount_foreign_owner() -> Iterator[NtfsMount]:
     """An ntfs-3g volume owned by uid 4242; see :data:`FOREIGN_OWNER_OPTIONS`.
 
     Act as ``unprivileged_user`` (``tests.support.users.acting_as``) to get
     EPERM from chmod/utime while writes and renames still succeed.
     """
-    yield from _ntfs(ntfs_base_dir, FOREIGN_OWNER_OPTIONS)
+    yield from volume(NTFS, FOREIGN_OWNER_OPTIONS)
 
 
 @pytest.fixture
@@ -123,16 +136,3 @@ def _sshd(tmp_dir: Path) -> Iterator[SshServer]:
     extra = [ensure_unprivileged_user().name] if os.geteuid() == 0 else []
     with running_sshd(tmp_dir, extra_users=extra) as server:
         yield server
-
-
-def _ntfs(base: Path, options: str) -> Iterator[NtfsMount]:
-    # The pid in the name tells a later run whether the folder is abandoned.
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f"{_NTFS_PREFIX}{os.getpid()}-", dir=base))
-    tmp_dir.chmod(0o755)
-    try:
-        with mounted_ntfs(tmp_dir, options=options) as mount:
-            yield mount
-    finally:
-        # Never rmtree into a volume that failed to unmount.
-        if not os.path.ismount(tmp_dir / "mnt"):
-            shutil.rmtree(tmp_dir, ignore_errors=True)

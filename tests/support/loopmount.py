@@ -6,6 +6,10 @@ mounted, and finally unmounted, detached and deleted. Each image records the
 pid of the process that made it (``<image>.owner``), so a later run can
 unmount and detach what a killed run left behind without touching the
 volumes of live processes (another pytest worker, say).
+
+A file system is declared once as a :class:`Driver` (``ntfs.NTFS``,
+``exfat.EXFAT``); everything else here is shared. No pytest in this module:
+the benchmarks mount their NTFS volume with it too.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from tests.support.processes import process_alive
 
 __all__ = [
+    "Driver",
     "LoopMount",
     "cleanup_stale",
     "fs_type",
@@ -47,6 +52,81 @@ class LoopMount:
     device: str
     image: Path
     options: str
+
+
+@dataclass(frozen=True)
+class Driver:
+    """One FUSE file system on a loop device: how to format and mount it, what it shows as.
+
+    The volume is formatted with ``*mkfs device`` and mounted with
+    ``mount_program [-o options] device mountpoint``; it must then show in
+    /proc/self/mountinfo with a type in ``fs_types``, so a kernel driver
+    taking over is an error, not a silent change of what is tested.
+    """
+
+    name: str
+    mkfs: tuple[str, ...]
+    mount_program: str
+    fs_types: tuple[str, ...]
+    #: Debian packages that hold the programs, for the "missing" message.
+    packages: str
+    size_mib: int
+
+    @property
+    def image_name(self) -> str:
+        """File name of the sparse image (``finalcopy-ntfs.img``)."""
+        return f"finalcopy-{self.name.lower()}.img"
+
+    @property
+    def scratch_prefix(self) -> str:
+        """Prefix of the per-volume scratch folders (``finalcopy-ntfs-<pid>-…``)."""
+        return f"finalcopy-{self.name.lower()}-"
+
+    def unavailable(self) -> str | None:
+        """None when such a volume can be mounted here, else why not."""
+        tools = ("losetup", self.mkfs[0], self.mount_program, "umount")
+        return unavailable(tools, self.packages)
+
+    @contextlib.contextmanager
+    def mounted(
+        self, tmp_dir: Path, size_mib: int | None = None, options: str = ""
+    ) -> Iterator[LoopMount]:
+        """Make, mount and finally remove a volume in ``tmp_dir`` (see :func:`mounted_image`).
+
+        ``options`` go to the driver's ``-o`` (e.g. ``"uid=1000,gid=1000"``).
+        """
+        reason = self.unavailable()
+        if reason is not None:
+            raise RuntimeError(f"cannot mount {self.name}: {reason}")
+
+        def mount(device: str, mountpoint: Path) -> list[str]:
+            extra = ["-o", options] if options else []
+            return [self.mount_program, *extra, device, str(mountpoint)]
+
+        with mounted_image(
+            tmp_dir,
+            image_name=self.image_name,
+            size_mib=size_mib or self.size_mib,
+            make_fs=lambda device: [*self.mkfs, device],
+            mount=mount,
+            fs_types=self.fs_types,
+            options=options,
+        ) as volume:
+            yield volume
+
+    def prepare_base(self, base: Path) -> None:
+        """Unmount, detach and remove what killed runs left in ``base`` (never a live volume)."""
+        cleanup_stale(base, self.image_name)
+        sweep_scratch_dirs(base, self.scratch_prefix)
+
+    @contextlib.contextmanager
+    def volume(self, base: Path, options: str = "") -> Iterator[LoopMount]:
+        """A fresh volume in its own scratch folder under ``base``, all removed after."""
+        with (
+            scratch_dir(base, self.scratch_prefix) as tmp_dir,
+            self.mounted(tmp_dir, options=options) as mount,
+        ):
+            yield mount
 
 
 def unavailable(tools: Sequence[str], packages: str) -> str | None:

@@ -1,10 +1,14 @@
-"""A whole run: log, destination, discovery, then each ready project in turn, then the report."""
+"""A whole finalization of a work directory: log, destination, discovery, projects, report.
+
+:func:`run_finalization` is the one entry point of the step (``finalcopy run``
+calls it; so can a workflow service). Each ready project is handed, in
+turn, to a :class:`~finalcopy.finalize.project.ProjectFinalizer`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 import uuid
@@ -18,7 +22,8 @@ from finalcopy.engine import Event, Notice
 from finalcopy.errors import FinalcopyError
 from finalcopy.finalize import logs
 from finalcopy.finalize.archive import ArchiveStep
-from finalcopy.finalize.cleanup import DeletionGuard
+from finalcopy.finalize.context import FinalizationContext
+from finalcopy.finalize.deletion import DeletionGuard
 from finalcopy.finalize.destination import Destination, choose_destination
 from finalcopy.finalize.discovery import Candidate, Readiness, discover
 from finalcopy.finalize.events import (
@@ -32,9 +37,9 @@ from finalcopy.finalize.events import (
     discard,
 )
 from finalcopy.finalize.journal import Journal
-from finalcopy.finalize.report import ProjectResult, RunReport, StatusFile, write_json_atomic
+from finalcopy.finalize.project import ProjectFinalizer
+from finalcopy.finalize.report import FinalizationReport, ProjectResult, StatusFile, write_json
 from finalcopy.finalize.settings import Settings
-from finalcopy.finalize.workflow import ProjectRun, RunContext, journal_for
 from finalcopy.hashing import get_algorithm
 
 
@@ -43,7 +48,7 @@ async def run_finalization(
     *,
     events: PipelineSink | None = None,
     cancel: threading.Event | None = None,
-) -> RunReport:
+) -> FinalizationReport:
     """Finalize every ready project of ``settings.work_dir``; the one entry point of the step.
 
     Never raises for a project's failure: read ``report.exit_code`` (0 all
@@ -63,7 +68,7 @@ async def run_finalization(
     """
     cancel = cancel or threading.Event()
     started = time.monotonic()
-    report = RunReport(
+    report = FinalizationReport(
         work_dir=str(settings.work_dir),
         base_dir=str(settings.base_dir),
         mode=settings.mode,
@@ -71,15 +76,15 @@ async def run_finalization(
         dry_run=settings.dry_run,
         archives_dir=str(settings.archives_dir),
     )
-    runlog = logs.RunLog(
+    logfile = logs.FinalizationLog(
         None if settings.dry_run else settings.log_dir,
         debug=settings.debug,
         echo=settings.verbose,
     )
-    report.log_file = str(runlog.path) if runlog.path else ""
+    report.log_file = str(logfile.path) if logfile.path else ""
     status = StatusFile(None if settings.dry_run else settings.status_file, report)
     user_sink = [events or discard]
-    log = runlog.logger
+    log = logfile.logger
 
     def sink(event: Event) -> None:
         status(event)
@@ -91,14 +96,14 @@ async def run_finalization(
             user_sink[0] = discard
             log.warning(f"event listener failed, events are no longer sent to it: {exc!r}")
 
-    if runlog.error:
-        log.warning(runlog.error)
+    if logfile.error:
+        log.warning(logfile.error)
     try:
         log.info(logs.START)
         status.write(force=True)
         destination = await choose_destination(settings)
         try:
-            await _run(settings, destination, report, log, sink, cancel)
+            await _finalize_projects(settings, destination, report, log, sink, cancel)
         finally:
             if destination.backend is not None:
                 with anyio.CancelScope(shield=True):
@@ -106,11 +111,11 @@ async def run_finalization(
     finally:
         report.finished_at = datetime.now().astimezone().isoformat(timespec="seconds")
         report.duration = time.monotonic() - started
-        _save_reports(settings, report, runlog)
+        _save_reports(settings, report, logfile)
         status.close()
         if status.error:
             log.warning(status.error)
-        runlog.close()
+        logfile.close()
     return report
 
 
@@ -119,10 +124,10 @@ def finalize_sync(
     *,
     events: PipelineSink | None = None,
     cancel: threading.Event | None = None,
-) -> RunReport:
+) -> FinalizationReport:
     """:func:`run_finalization` for callers without an event loop."""
 
-    async def main() -> RunReport:
+    async def main() -> FinalizationReport:
         return await run_finalization(settings, events=events, cancel=cancel)
 
     return anyio.run(main)
@@ -143,14 +148,15 @@ def protected_paths(settings: Settings) -> list[Path]:
     return paths
 
 
-async def _run(
+async def _finalize_projects(
     settings: Settings,
     destination: Destination,
-    report: RunReport,
+    report: FinalizationReport,
     log: logging.Logger,
     sink: PipelineSink,
     cancel: threading.Event,
 ) -> None:
+    """Say where projects go (or that nothing can), discover, then finalize each ready one."""
     for note in destination.notes:
         log.warning(f"Destination not usable: {note}")
     report.destination_notes = destination.notes
@@ -179,41 +185,8 @@ async def _run(
         log.info(f"Destination strategy: {backend.strategy}")
     log.info(logs.SEARCHING.format(work=settings.work_dir))
 
-    journal = journal_for(settings)
-    candidates = await anyio.to_thread.run_sync(
-        discover,
-        settings.work_dir,
-        settings.mode,
-        protected_paths(settings),
-        settings.archives_dir,
-    )
-    ready: list[Candidate] = []
-    for candidate in candidates:
-        try:
-            entry = journal.read(candidate.name) if not candidate.excluded else None
-        except FinalcopyError as exc:
-            log.error(logs.ERROR.format(p=candidate.name, reason=str(exc)))
-            report.projects.append(ProjectResult(candidate.name, "failed", reason=str(exc)))
-            continue
-        if not candidate.ready and entry is not None and entry.phase != "copying":
-            candidate.readiness = Readiness(True, None, "")
-        if candidate.ready:
-            ready.append(candidate)
-            basis = candidate.readiness.basis
-            if basis is None:
-                log.info(f"Project '{candidate.name}': completing an interrupted source deletion.")
-            else:
-                video = basis.rsplit("/", 1)[-1]
-                log.info(logs.READY.format(p=candidate.name, video=video))
-        else:
-            report.not_ready[candidate.name] = candidate.reason
-            level = logging.INFO if settings.verbose else logging.DEBUG
-            log.log(level, f"Folder '{candidate.name}' is not ready: {candidate.reason}")
-            sink(FolderNotReady(project=candidate.name, reason=candidate.reason))
-    for problem in journal.problems:
-        log.warning(problem)
-    if not settings.dry_run:
-        _forget_stale_journals(journal, settings.work_dir)
+    journal = Journal(settings.work_dir)
+    ready = await _ready_projects(settings, journal, report, log, sink)
     if not ready:
         log.info(logs.NOTHING)
         return
@@ -238,7 +211,7 @@ async def _run(
         str(settings.archives_dir), DestinationOptions(metadata=settings.destination.metadata)
     )
     async with archives_backend:
-        ctx = RunContext(
+        ctx = FinalizationContext(
             settings=settings,
             output=backend,
             output_dest=destination.dest,
@@ -247,7 +220,6 @@ async def _run(
                 stage_root=settings.meta_dir / "stage",
                 options=settings.copy,
                 algorithm=algorithm,
-                events=discard,
                 cancel=cancel,
             ),
             algorithm=algorithm,
@@ -266,21 +238,69 @@ async def _run(
                     ProjectResult(candidate.name, "skipped", reason="not started: interrupted")
                 )
                 continue
-            await _one(ctx, candidate, index, len(ready), report, sink)
+            await _finalize_one(ctx, candidate, index, len(ready), report, sink)
     _tidy(settings.meta_dir)
     log.info(logs.END)
     log.info(logs.SUMMARY.format(ok=report.finalized, n=len(ready)))
 
 
-async def _one(
-    ctx: RunContext,
+async def _ready_projects(
+    settings: Settings,
+    journal: Journal,
+    report: FinalizationReport,
+    log: logging.Logger,
+    sink: PipelineSink,
+) -> list[Candidate]:
+    """Discovery: the projects to finalize, and why each other folder is left alone.
+
+    A project whose journal says an earlier run was finishing it is taken
+    even when what is left of its source no longer looks ready.
+    """
+    candidates = await anyio.to_thread.run_sync(
+        discover,
+        settings.work_dir,
+        settings.mode,
+        protected_paths(settings),
+        settings.archives_dir,
+    )
+    ready: list[Candidate] = []
+    for candidate in candidates:
+        try:
+            finishing = not candidate.excluded and journal.finishing(candidate.name)
+        except FinalcopyError as exc:
+            log.error(logs.ERROR.format(p=candidate.name, reason=str(exc)))
+            report.projects.append(ProjectResult(candidate.name, "failed", reason=str(exc)))
+            continue
+        if not candidate.ready and finishing:
+            candidate.readiness = Readiness(True, None, "")
+        if candidate.ready:
+            ready.append(candidate)
+            basis = candidate.readiness.basis
+            if basis is None:
+                log.info(f"Project '{candidate.name}': completing an interrupted source deletion.")
+            else:
+                video = basis.rsplit("/", 1)[-1]
+                log.info(logs.READY.format(p=candidate.name, video=video))
+        else:
+            report.not_ready[candidate.name] = candidate.reason
+            level = logging.INFO if settings.verbose else logging.DEBUG
+            log.log(level, f"Folder '{candidate.name}' is not ready: {candidate.reason}")
+            sink(FolderNotReady(project=candidate.name, reason=candidate.reason))
+    for problem in journal.problems:
+        log.warning(problem)
+    if not settings.dry_run:
+        journal.forget_stale()
+    return ready
+
+
+async def _finalize_one(
+    ctx: FinalizationContext,
     candidate: Candidate,
     index: int,
     total: int,
-    report: RunReport,
+    report: FinalizationReport,
     sink: PipelineSink,
 ) -> None:
-    ctx.archives.events = ctx.tag(candidate.name, "archive")
     sink(
         ProjectStarted(
             project=candidate.name,
@@ -290,7 +310,7 @@ async def _one(
             basis=candidate.readiness.basis or "",
         )
     )
-    result = await ProjectRun(ctx, candidate).run()
+    result = await ProjectFinalizer(ctx, candidate).finalize()
     report.projects.append(result)
     if result.status == "finalized":
         sink(
@@ -322,14 +342,6 @@ def _planned(candidate: Candidate, destination: str) -> ProjectResult:
     )
 
 
-def _forget_stale_journals(journal: Journal, work_dir: Path) -> None:
-    """Journals of projects whose folder is gone: their deletion completed."""
-    with contextlib.suppress(OSError, FinalcopyError):
-        for project in journal.projects():
-            if not os.path.lexists(work_dir / project):
-                journal.remove(project)
-
-
 def _tidy(meta_dir: Path) -> None:
     """Remove finalcopy's own folders from the work directory once they are empty."""
     for folder in (meta_dir / "stage", meta_dir / "locks", meta_dir / "journal", meta_dir):
@@ -337,16 +349,18 @@ def _tidy(meta_dir: Path) -> None:
             folder.rmdir()
 
 
-def _save_reports(settings: Settings, report: RunReport, runlog: logs.RunLog) -> None:
+def _save_reports(
+    settings: Settings, report: FinalizationReport, logfile: logs.FinalizationLog
+) -> None:
     """The report beside the log file (``finalize_*.json``) and at ``--report``."""
     data = report.to_dict()
     targets: list[Path] = []
-    if runlog.path is not None:
-        targets.append(runlog.path.with_suffix(".json"))
+    if logfile.path is not None:
+        targets.append(logfile.path.with_suffix(".json"))
     if settings.report_path is not None:
         targets.append(settings.report_path)
     for path in targets:
         try:
-            write_json_atomic(path, data)
+            write_json(path, data)
         except OSError as exc:
-            runlog.logger.warning(f"cannot write the report '{path}': {exc.strerror or exc}")
+            logfile.logger.warning(f"cannot write the report '{path}': {exc.strerror or exc}")

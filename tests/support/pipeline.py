@@ -1,4 +1,4 @@
-"""Shared helpers of the ``finalcopy run`` tests (no tests here).
+"""The ``finalcopy run`` tests' material: ready projects, settings, logs, the seed's checks.
 
 Includes the original specification's own material: its single-project test
 tree and its post-finalization validation script, adapted to take the
@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from finalcopy.engine import CopyOptions
 from finalcopy.finalize import Settings
 
-REPO = Path(__file__).resolve().parent.parent
+__all__ = [
+    "SCENES",
+    "SEED_FILES",
+    "TRACKING",
+    "project_files",
+    "read_log",
+    "settings_for",
+    "validate_step7_output",
+]
 
 # The seed's "Test de Finalisation sur Projet Unique" (echo adds the newline).
 SEED_FILES = {
@@ -33,14 +38,6 @@ TRACKING = b'{"metadata":{"video_path":"v.mp4","total_frames":3},"frames":[{"fra
 SCENES = b"No,Timecode In,Timecode Out,Frame In,Frame Out\n1,00:00:00:00,00:00:01:00,0,24\n"
 
 
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
-
-
 def project_files(stem: str = "v", *, video_size: int = 4096, seed: int = 0) -> dict[str, bytes]:
     """A ready project: one video with scenes CSV and tracking JSON, plus a log."""
     video = hashlib.shake_256(f"{stem}-{seed}".encode()).digest(video_size)
@@ -50,30 +47,6 @@ def project_files(stem: str = "v", *, video_size: int = 4096, seed: int = 0) -> 
         f"docs/{stem}_tracking.json": TRACKING,
         "logs/run.log": f"log of {stem}\n".encode(),
     }
-
-
-def digests(root: Path) -> dict[str, str]:
-    """Every regular file below ``root`` (``.finalcopy/`` left out) → sha256."""
-    out: dict[str, str] = {}
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not (Path(folder) == root and d == ".finalcopy")]
-        for name in files:
-            path = Path(folder, name)
-            out[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """Every entry below ``root`` with size and mtime: proof that nothing was touched."""
-    out: dict[str, tuple[int, int]] = {}
-    if not root.exists():
-        return out
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            st = os.lstat(Path(folder, name))
-            rel = Path(folder, name).relative_to(root).as_posix()
-            out[rel] = (st.st_size if name in files else 0, st.st_mtime_ns)
-    return out
 
 
 def settings_for(tmp: Path, work: Path, **options: Any) -> Settings:
@@ -91,51 +64,8 @@ def settings_for(tmp: Path, work: Path, **options: Any) -> Settings:
     return Settings.resolve(given, env={})
 
 
-def cli_env(**extra: str) -> dict[str, str]:
-    """The test's environment without the pipeline's variables, plus ``extra``."""
-    names = {
-        "OUTPUT_DIR",
-        "CACHE_ROOT_DIR",
-        "FALLBACK_OUTPUT_DIR",
-        "ARCHIVES_DIR",
-        "FINALIZE_MODE",
-        "RESTORE_ARCHIVES_TO_OUTPUT",
-        "LOG_DIR",
-        "DEBUG",
-        "FINALCOPY_BASE_DIR",
-        "FINALCOPY_ON_EXISTING",
-        "FINALIZE_NO_FALLBACK",
-    }
-    env = {k: v for k, v in os.environ.items() if k not in names}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
-
-
-def finalcopy_cmd(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "finalcopy", *map(str, args)]
-
-
-def run_cli(
-    *args: str | Path,
-    cwd: Path | None = None,
-    timeout: float = 120,
-    env: dict[str, str] | None = None,
-    **extra: str,
-) -> subprocess.CompletedProcess[str]:
-    """``python -m finalcopy ARGS``, the pipeline variables coming from ``env`` and ``extra``."""
-    return subprocess.run(
-        finalcopy_cmd(*args),
-        cwd=cwd,
-        env=cli_env(**(env or {}), **extra),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def read_log(log_dir: Path) -> str:
+    """Every ``finalize_*.log`` in ``log_dir``, oldest first, as one text."""
     return "".join(p.read_text(encoding="utf-8") for p in sorted(log_dir.glob("finalize_*.log")))
 
 

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import posixpath
-import stat as stat_module
+import stat
 from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -31,13 +31,10 @@ from typing import Any
 import anyio
 import asyncssh
 
-from finalcopy.backends.base import DestStat, EntryKind, TempWriter, entry_kind, temp_name
-from finalcopy.backends.sftp_connect import (
-    Session,
-    describe_ssh_error,
-    is_connection_error,
-    map_sftp_error,
-)
+from finalcopy.backends.base import TempWriter
+from finalcopy.backends.sftp.attrs import kind_of, mtime_ns_of
+from finalcopy.backends.sftp.connection import Session, limited
+from finalcopy.backends.sftp.errors import describe_ssh_error, is_connection_error, map_sftp_error
 from finalcopy.errors import (
     ConnectionLostError,
     DestinationError,
@@ -56,29 +53,6 @@ SAFE_WRITE = 32 * 1024
 CREATE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
 
 
-def kind_of(attrs: asyncssh.SFTPAttrs) -> EntryKind:
-    return entry_kind(attrs.permissions or 0)
-
-
-def mtime_ns_of(attrs: asyncssh.SFTPAttrs) -> int:
-    # SFTP v3 (OpenSSH) carries whole seconds; commit() reports the same value.
-    return (attrs.mtime or 0) * 1_000_000_000 + (attrs.mtime_ns or 0)
-
-
-def to_stat(attrs: asyncssh.SFTPAttrs) -> DestStat:
-    return DestStat(
-        kind_of(attrs),
-        attrs.size or 0,
-        mtime_ns_of(attrs),
-        stat_module.S_IMODE(attrs.permissions or 0),
-    )
-
-
-def tmp_path(final: str) -> str:
-    """The temporary name beside ``final`` (see :func:`~finalcopy.backends.base.temp_name`)."""
-    return posixpath.join(posixpath.dirname(final), temp_name(posixpath.basename(final)))
-
-
 def coalesce(chunks: list[bytes], limit: int) -> list[bytes]:
     """Join consecutive chunks into pieces of at most ``limit`` bytes: fewer SFTP requests."""
     out: list[bytes] = []
@@ -95,12 +69,6 @@ def coalesce(chunks: list[bytes], limit: int) -> list[bytes]:
     return out
 
 
-async def limited(seconds: float, awaitable: Awaitable[Any]) -> Any:
-    """``await awaitable`` within ``seconds`` (``TimeoutError`` otherwise)."""
-    with anyio.fail_after(seconds):
-        return await awaitable
-
-
 def same_file(seen: asyncssh.SFTPAttrs, opened: asyncssh.SFTPAttrs) -> bool:
     """Whether ``fstat`` of a handle (``opened``) matches the ``lstat`` taken before opening.
 
@@ -112,13 +80,13 @@ def same_file(seen: asyncssh.SFTPAttrs, opened: asyncssh.SFTPAttrs) -> bool:
 
 
 async def create_exclusive(
-    channel: asyncssh.SFTPClient, tmp: str, where: str
+    channel: asyncssh.SFTPClient, tmp: str, where: str, permissions: int = 0o600
 ) -> asyncssh.SFTPClientFile:
     """Create ``tmp`` exclusively, removing a leftover file or link found at that name.
 
     A folder there is an error: it is not ours to remove.
     """
-    attrs = asyncssh.SFTPAttrs(permissions=0o600)
+    attrs = asyncssh.SFTPAttrs(permissions=permissions)
     try:
         return await channel.open(tmp, CREATE_FLAGS, attrs, encoding=None, block_size=0)
     except asyncssh.SFTPError as exc:
@@ -138,14 +106,15 @@ async def create_exclusive(
 
 
 async def open_temp_file(
-    channel: asyncssh.SFTPClient, tmp: str, where: str, resume: int
+    channel: asyncssh.SFTPClient, tmp: str, where: str, resume: int, permissions: int = 0o600
 ) -> tuple[asyncssh.SFTPClientFile, int]:
     """A handle on ``tmp`` for writing, and the offset to write at.
 
     With ``resume`` > 0, the partial file is continued when it is still a
     regular file of ``resume`` bytes: opened without ``CREAT``/``TRUNC``,
     and kept only if the handle's ``fstat`` matches the ``lstat`` (else a
-    link was swapped in, or the file changed). Otherwise a fresh file.
+    link was swapped in, or the file changed). Otherwise a fresh file,
+    created with ``permissions``.
     """
     if resume:
         with contextlib.suppress(asyncssh.SFTPNoSuchFile):
@@ -164,7 +133,7 @@ async def open_temp_file(
                 logger.warning(
                     "the partial file of '%s' changed as it was opened: starting over", where
                 )
-    return await create_exclusive(channel, tmp, where), 0
+    return await create_exclusive(channel, tmp, where, permissions), 0
 
 
 @dataclass
@@ -231,6 +200,7 @@ class SftpTempWriter(TempWriter):
         where: str,
         *,
         resume: int = 0,
+        permissions: int = 0o600,
         time_limit: float,
         quirks: ServerQuirks,
     ) -> SftpTempWriter:
@@ -240,7 +210,8 @@ class SftpTempWriter(TempWriter):
         not be continued, and the caller must then start over.
         """
         channel = session.channel()
-        file, offset = await limited(time_limit, open_temp_file(channel, tmp, where, resume))
+        opening = open_temp_file(channel, tmp, where, resume, permissions)
+        file, offset = await limited(time_limit, opening)
         return cls(session, channel, file, final, tmp, where, offset, time_limit, quirks)
 
     async def write(self, data: bytes | memoryview) -> None:
@@ -287,7 +258,7 @@ class SftpTempWriter(TempWriter):
     async def commit(self, *, mode: int | None, mtime_ns: int | None) -> int:
         fields: dict[str, int] = {}
         if mode is not None:
-            fields["permissions"] = stat_module.S_IMODE(mode)
+            fields["permissions"] = stat.S_IMODE(mode)
         if mtime_ns is not None:
             fields["atime"] = fields["mtime"] = mtime_ns // 1_000_000_000
         if fields:

@@ -15,11 +15,19 @@ names a hash tool would print escaped or across lines never go into a listing
 (see :func:`listable`), and every reply is parsed strictly by the caller: a
 reply of the wrong shape discards the shell it came from, so nothing left
 unread in it can be taken for the answer to a later command.
+
+Which hash commands the server runs is asked once per server
+(:class:`HashTools`), through the user's login shell, whose rc files may be
+slow or stuck: so the probe runs beside the transfer, and whoever needs the
+answer waits at most :data:`PROBE_TIMEOUT` after it started, then reads
+files back over SFTP instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import re
 import secrets
 import shlex
@@ -29,12 +37,17 @@ from typing import TypeVar
 import anyio
 import asyncssh
 
+from finalcopy.backends.sftp.errors import describe_ssh_error
 from finalcopy.hashing import ALGORITHMS, Algorithm
+
+logger = logging.getLogger("finalcopy.sftp")
 
 _T = TypeVar("_T")
 
 #: Longest command line sent at once (a batch of hashed paths).
 COMMAND_MAX = 32 * 1024
+#: Seconds the hash-tool probe may take before files are verified by reading back.
+PROBE_TIMEOUT = 5.0
 #: What hash tools print as the name of standard input (``xxh128sum`` says ``stdin``).
 STDIN_NAMES = ("-", "stdin")
 
@@ -211,3 +224,81 @@ def batches(prefix: str, quoted: list[str]) -> list[tuple[str, int]]:
     if current:
         out.append((prefix + " ".join(current), len(current)))
     return out
+
+
+class HashTools:
+    """Which hash commands the server runs: probed once per server, beside the transfer."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, str] | None = None
+        """What the probe found: None until it answers."""
+        self._runs_commands = False
+        self._probe: asyncio.Task[None] | None = None
+        self._answered = asyncio.Event()
+        self._deadline = 0.0
+        self._gave_up = False
+
+    @property
+    def pending(self) -> bool:
+        """The probe has not answered yet (nor been given up): a new connection asks again."""
+        return self._tools is None and not self._gave_up
+
+    @property
+    def known(self) -> dict[str, str]:
+        """What :meth:`get` would return now, without waiting (``{}`` if unknown)."""
+        return (self._tools or {}) if self._runs_commands else {}
+
+    def start(self, shells: ShellPool, lost: Callable[[], bool]) -> None:
+        """Probe through ``shells``; ``lost()`` tells whether their connection dropped."""
+        self.cancel()  # a probe still running ran on a connection that dropped
+        self._answered = asyncio.Event()
+        self._deadline = asyncio.get_running_loop().time() + PROBE_TIMEOUT
+        self._probe = asyncio.ensure_future(self._run(shells, lost))
+
+    async def _run(self, shells: ShellPool, lost: Callable[[], bool]) -> None:
+        try:
+            tools = await shells.run(detect_command(), detected_tools)
+        except (asyncssh.Error, OSError) as exc:
+            if not lost():  # else the next connection probes again
+                logger.info("the server runs no commands (%s)", describe_ssh_error(exc))
+                self._tools = {}
+        else:
+            if tools is None:
+                logger.info("unexpected answer to the hash-tool probe: reading back instead")
+            self._tools = tools or {}
+            self._runs_commands = tools is not None
+        finally:
+            self._answered.set()
+
+    async def wait(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for the probe to answer."""
+        if self.pending and self._probe is not None:
+            with anyio.move_on_after(seconds):
+                await self._answered.wait()
+
+    async def get(self, label: str) -> dict[str, str] | None:
+        """Algorithm name → the server's command for it; ``None`` when it runs no commands.
+
+        Waits for the probe until :data:`PROBE_TIMEOUT` after it started, then
+        gives up on the shell of ``label`` for good, with one warning: files
+        are read back over SFTP instead.
+        """
+        if self.pending and self._probe is not None:
+            await self.wait(self._deadline - asyncio.get_running_loop().time())
+            # Answered without a result means its connection dropped (the next one probes
+            # again); not answered in time means the shell is slow, for good.
+            if not self._answered.is_set() and not self._gave_up:
+                self._gave_up = True
+                self._probe.cancel()
+                logger.warning(
+                    "the shell of %s did not answer within %.0f s (slow login scripts?): "
+                    "verifying by reading files back over SFTP",
+                    label,
+                    PROBE_TIMEOUT,
+                )
+        return self._tools if self._runs_commands else None
+
+    def cancel(self) -> None:
+        """Stop a probe still running."""
+        if self._probe is not None:
+            self._probe.cancel()

@@ -1,10 +1,9 @@
-"""Local destinations that cannot keep POSIX metadata: NTFS via FUSE, FAT, exFAT.
+"""Which local backend a path gets, and why: file-system type, then a probe.
 
-On such a file system ``chmod``/``utime`` fail with EPERM (a disk mounted
-with ``uid=``/``gid=`` for another user) or succeed and change nothing (root
-on a default ntfs-3g mount: every mode reads 0777). ``shutil.copy2`` and
-``rsync -a`` then print a warning per file or fail, which is why the seed
-chained rsync → cp → Python. Here the choice is made once, before copying:
+On NTFS, FAT or exFAT ``chmod``/``utime`` fail or change nothing, so
+``shutil.copy2`` and ``rsync -a`` print a warning per file or fail (which is
+why the seed chained rsync → cp → Python). Here the choice is made once,
+before copying:
 
 1. ``--metadata posix`` / ``none`` force it;
 2. the file system type of the nearest existing ancestor (mount table, else
@@ -13,11 +12,9 @@ chained rsync → cp → Python. Here the choice is made once, before copying:
    ignored (the mode or time does not change) → no-metadata;
 4. otherwise the POSIX backend.
 
-The no-metadata backend (:class:`NtfsBackend`) never calls chmod, fchmod,
-utime or chown; it still writes to a temporary name, fsyncs and renames over
-the final name (ntfs-3g supports all three, including a rename over an
-existing file), and it applies the Windows name rules of
-:mod:`finalcopy.backends.ntfs_names` before a byte is copied.
+The probes create their scratch files exclusively and change them through
+their descriptor only (see :mod:`.folders`), so a link planted at a probe's
+name is never followed.
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ import ctypes.util
 import logging
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -36,14 +33,15 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from finalcopy.backends.base import Backend, Capabilities, temp_name
-from finalcopy.backends.local import LocalBackend, create_exclusive, create_temp_file
-from finalcopy.backends.ntfs_names import check_names, encode_path
-from finalcopy.backends.registry import DestinationOptions, MetadataMode, NameMode
+from finalcopy.backends.base import Backend, temp_name
+from finalcopy.backends.local.backend import LocalBackend
+from finalcopy.backends.local.folders import create_exclusive, create_temp_file
+from finalcopy.backends.local.nometadata import NoMetadataBackend
+from finalcopy.backends.options import DestinationOptions, MetadataMode
+from finalcopy.paths import nearest_existing
 
 __all__ = [
     "NO_METADATA_FS_TYPES",
-    "NtfsBackend",
     "Strategy",
     "choose_strategy",
     "filesystem_type",
@@ -84,8 +82,6 @@ _PROBE_MTIME_NS = 1_600_000_000 * 1_000_000_000
 # Two modes, so a mount whose fixed mode happens to equal one is still caught.
 _PROBE_MODES = (0o640, 0o604)
 _NO_METADATA = "no-metadata: content only, chmod/utime never called"
-#: Bytes per write() on these file systems; see ``local._write_coalesced`` (FUSE round trips).
-WRITE_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -94,13 +90,6 @@ class Strategy:
 
     posix_metadata: bool
     reason: str
-
-
-def _nearest_existing(path: Path) -> Path:
-    target = path.absolute()
-    while not target.exists() and target != target.parent:
-        target = target.parent
-    return target
 
 
 def _unescape_mount_field(field: str) -> str:
@@ -167,7 +156,7 @@ def filesystem_type(path: Path) -> tuple[str, Path]:
 
     ``("unknown", Path("/"))`` when neither the mount table nor ``statfs`` tells.
     """
-    target = _nearest_existing(path).resolve()
+    target = nearest_existing(path).resolve()
     found = _from_mountinfo(target)
     if found is not None:
         return found
@@ -253,7 +242,7 @@ def choose_strategy(
     fs_type, mount_point = filesystem_type(path)
     if use_fs_type and fs_type in NO_METADATA_FS_TYPES:
         return Strategy(False, f"{_NO_METADATA} ({mount_point} is {fs_type})")
-    ancestor = _nearest_existing(path)
+    ancestor = nearest_existing(path)
     while not ancestor.is_dir() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     problem = probe_metadata(ancestor)
@@ -262,46 +251,9 @@ def choose_strategy(
     return Strategy(True, f"local POSIX: mode and mtime preserved ({mount_point} is {fs_type})")
 
 
-class NtfsBackend(LocalBackend):
-    """The no-metadata backend: content only, Windows-safe names.
-
-    Names are checked by :meth:`name_problems` over the whole plan. With
-    ``names="map"`` the offending ones are mapped instead (see
-    :mod:`~finalcopy.backends.ntfs_names`) and :meth:`dest_name` returns the
-    stored form of every path given to the last :meth:`name_problems` call;
-    other paths (the engine's own files) get the context-free mapping.
-    """
-
-    def __init__(
-        self,
-        root: Path,
-        *,
-        reason: str,
-        names: NameMode = "reject",
-        symlinks: bool = True,
-        limiter: anyio.CapacityLimiter | None = None,
-    ) -> None:
-        super().__init__(root, posix_metadata=False, write_buffer=WRITE_BUFFER, limiter=limiter)
-        self.capabilities = Capabilities(posix_metadata=False, symlinks=symlinks, local_path=True)
-        self.names = names
-        how = "mapped reversibly" if names == "map" else "rejected"
-        self.strategy = f"{reason}; names Windows cannot hold are {how}"
-        self._stored: dict[str, str] = {}
-
-    def name_problems(self, paths: Sequence[str]) -> list[str]:
-        check = check_names(paths, map_names=self.names == "map")
-        self._stored = check.stored
-        return check.problems
-
-    def dest_name(self, path: str) -> str:
-        if self.names != "map":
-            return path
-        return self._stored.get(path) or encode_path(path)
-
-
 def _strategy_for(path: Path, metadata: MetadataMode) -> tuple[Strategy, bool]:
     strategy = choose_strategy(path, metadata)
-    ancestor = _nearest_existing(path)
+    ancestor = nearest_existing(path)
     symlinks = strategy.posix_metadata or not ancestor.is_dir() or probe_symlinks(ancestor)
     return strategy, symlinks
 
@@ -314,7 +266,7 @@ async def open_local_backend(path: Path, options: DestinationOptions) -> Backend
         backend = LocalBackend(path)
         backend.strategy = strategy.reason
     else:
-        backend = NtfsBackend(
+        backend = NoMetadataBackend(
             path, reason=strategy.reason, names=options.ntfs_names, symlinks=symlinks
         )
     log.info("Destination strategy: %s", backend.strategy)

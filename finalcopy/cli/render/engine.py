@@ -1,29 +1,18 @@
-"""Render engine events: rich progress on a terminal, plain lines in logs, JSON lines for programs.
-
-Renderers are event sinks; they hold no logic beyond presentation.
-"""
+"""Render engine events (``copy``, ``verify``): live bars, plain lines, or JSON lines."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import TaskID
 
+from finalcopy.cli.render.base import Output, Renderer, human_bytes
+from finalcopy.cli.render.progress import progress_display
 from finalcopy.engine.events import (
     BytesProgress,
     Event,
@@ -35,52 +24,8 @@ from finalcopy.engine.events import (
 )
 
 
-def human_bytes(n: float) -> str:
-    """Bytes in binary units, as operators read them (``1.5 GiB``)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-class Output:
-    """A text stream that survives its reader going away (``finalcopy … | head``).
-
-    The copy goes on and its summary still decides the exit code; only the
-    printing stops. Aborting a half-done copy because a pager closed would be
-    worse than staying quiet.
-    """
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stdout
-        self.closed = False
-
-    def write(self, text: str) -> None:
-        if self.closed:
-            return
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-        except BrokenPipeError:
-            self.closed = True
-            with contextlib.suppress(OSError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
-
-
-class Renderer(Protocol):
-    def __call__(self, event: Event) -> None: ...
-
-    def __enter__(self) -> Renderer: ...
-
-    def __exit__(self, *exc_info: object) -> None: ...
-
-    def summary(self, data: dict[str, Any], lines: list[str]) -> None:
-        """Show the final report: ``data`` for machines, ``lines`` for people."""
-
-
 class JsonRenderer:
-    """One JSON object per line on stdout; progress at most twice a second."""
+    """JSON lines on stdout for programs; progress at most twice a second, not to flood them."""
 
     def __init__(self, out: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
         self.out = Output(out)
@@ -114,7 +59,7 @@ class JsonRenderer:
 
 
 class PlainRenderer:
-    """Lines for logs and pipes: failures always, files with -v, progress every 10 s."""
+    """Lines for logs and pipes, where bars would be noise: failures, files with -v, progress."""
 
     def __init__(
         self,
@@ -166,22 +111,13 @@ class PlainRenderer:
 
 
 class RichRenderer:
-    """Overall bar (bytes, speed, ETA) plus one bar per large file in flight."""
+    """On a terminal: the overall bar, plus one per large file in flight to show it moves."""
 
     MAX_FILE_BARS = 6
 
     def __init__(self, verbose: bool = False, console: Console | None = None) -> None:
         self.verbose = verbose
-        self.console = console or Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}", justify="left"),
-            BarColumn(bar_width=None),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
+        self.progress = progress_display(console)
         self.overall = self.progress.add_task("total", total=None)
         self.files: dict[str, TaskID] = {}
 
@@ -229,7 +165,7 @@ class RichRenderer:
             self.progress.console.print(text, highlight=False)
 
 
-def make_renderer(json_output: bool, verbose: bool) -> Renderer:
+def engine_renderer(json_output: bool, verbose: bool) -> Renderer:
     """Rich on a terminal, plain lines otherwise, JSON lines on request."""
     if json_output:
         return JsonRenderer()

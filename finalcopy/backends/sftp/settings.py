@@ -1,6 +1,7 @@
 """How to reach an SSH server: the SSH configuration, keys, and the host key policy.
 
-:func:`client_settings` turns a destination and its options into keyword
+:func:`client_settings` turns a destination (:class:`~finalcopy.backends.options.SshLocation`)
+and its :class:`~finalcopy.backends.options.DestinationOptions` into keyword
 arguments for ``asyncssh.connect``, reading the OpenSSH client configuration
 as OpenSSH would; :class:`HostKeyPolicy` checks the server's key against
 known_hosts as OpenSSH reads it (``@revoked``, ``@cert-authority``,
@@ -13,13 +14,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 
-from finalcopy.backends.sftp_transport import CoalescingTcp
+from finalcopy.backends.options import DestinationOptions, SshLocation
+from finalcopy.backends.sftp.transport import CoalescingTcp
 from finalcopy.errors import HostKeyError, UsageError
 
 logger = logging.getLogger("finalcopy.sftp")
@@ -146,28 +149,11 @@ class HostKeyPolicy:
         )
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where to connect and how, as given on the command line."""
-
-    host: str
-    """A host name, an address, or an alias of the SSH configuration."""
-    user: str | None = None
-    port: int | None = None
-    identity_file: Path | None = None
-    known_hosts: Path | None = None
-    accept_new_host_key: bool = False
-    ssh_config: Path | None = None
-    attempts: int = 3
-    timeout: float = 300.0
-    channels: int = MAX_CHANNELS
-
-
 def _config_paths(value: object) -> list[Path] | None:
     """A ``*KnownHostsFile`` setting as paths; ``None`` when unset, ``[]`` for ``none``."""
     if value is None:
         return None
-    items = [value] if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    items = list(value) if isinstance(value, Iterable) and not isinstance(value, str) else [value]
     return [Path(os.path.expanduser(str(v))) for v in items if str(v).lower() != "none"]
 
 
@@ -181,25 +167,26 @@ class ClientSettings:
     """``user@host:port`` after the SSH configuration, for messages."""
 
 
-async def client_settings(target: Target) -> ClientSettings:
+async def client_settings(location: SshLocation, options: DestinationOptions) -> ClientSettings:
     """asyncssh options honouring the SSH configuration, and the host key policy."""
     kwargs: dict[str, Any] = {
-        "config": [str(target.ssh_config)] if target.ssh_config else (),
+        "config": [str(options.ssh_config)] if options.ssh_config else (),
         "compression_algs": None,  # video does not compress; zlib would only cost CPU
-        "connect_timeout": target.timeout,
-        "login_timeout": target.timeout,
+        "connect_timeout": options.timeout,
+        "login_timeout": options.timeout,
     }
-    if target.port:
-        kwargs["port"] = target.port
-    if target.user:
-        kwargs["username"] = target.user
-    if target.identity_file:
-        kwargs["client_keys"] = [str(target.identity_file)]
+    port = location.port or options.port
+    if port:
+        kwargs["port"] = port
+    if location.user:
+        kwargs["username"] = location.user
+    if options.identity_file:
+        kwargs["client_keys"] = [str(options.identity_file)]
     try:
         # Reading the configuration and the keys blocks: construct() does it in a thread.
-        probe = await asyncssh.SSHClientConnectionOptions.construct(host=target.host, **kwargs)
+        probe = await asyncssh.SSHClientConnectionOptions.construct(host=location.host, **kwargs)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot use the SSH settings for '{target.host}': {exc}") from None
+        raise UsageError(f"cannot use the SSH settings for '{location.host}': {exc}") from None
     config = probe.config
     if config.get("Ciphers") is None:
         kwargs["encryption_algs"] = PREFERRED_CIPHERS
@@ -207,10 +194,10 @@ async def client_settings(target: Target) -> ClientSettings:
         kwargs["tunnel"] = CoalescingTcp()
     if config.get("ServerAliveInterval") is None:
         # A silent peer is noticed after ~3 intervals, even during long server-side work.
-        kwargs["keepalive_interval"] = max(1.0, min(30.0, target.timeout / 10))
+        kwargs["keepalive_interval"] = max(1.0, min(30.0, options.timeout / 10))
     configured = _config_paths(config.get("UserKnownHostsFile"))
-    if target.known_hosts:
-        user_files = [target.known_hosts]
+    if options.known_hosts:
+        user_files = [options.known_hosts]
     elif configured is not None:
         user_files = configured
     else:
@@ -219,7 +206,7 @@ async def client_settings(target: Target) -> ClientSettings:
     policy = HostKeyPolicy(
         user_files=user_files,
         global_files=[Path("/etc/ssh/ssh_known_hosts")] if global_files is None else global_files,
-        accept_new=target.accept_new_host_key,
+        accept_new=options.accept_new_host_key,
     )
     label = f"{probe.username}@{probe.host}:{probe.port}"
     return ClientSettings(kwargs, policy, label)

@@ -1,16 +1,14 @@
-"""The connection to an SSH server for :mod:`finalcopy.backends.sftp`: sessions and retries.
+"""The connection to an SSH server: sessions, timeouts and retries.
 
 A :class:`Link` owns the connection. It connects with the settings of
-:mod:`finalcopy.backends.sftp_settings` (so a refused host key is named by
-its fingerprint), opens SFTP channels and a shell for hash commands, and
-learns once which hash commands the server runs. That probe goes through the
-user's login shell, whose rc files may be slow or stuck, so it runs beside the
-transfer: a session is usable as soon as SFTP is up, and whoever needs the
-answer waits at most :data:`PROBE_TIMEOUT` after the probe started, then
-reads back over SFTP instead (see :meth:`Link.hash_tools`).
+:mod:`.settings` (so a refused host key is named by its fingerprint), opens
+SFTP channels and shells for hash commands, and starts the probe that
+learns which hash commands the server runs (:class:`.shell.HashTools`),
+beside the transfer: a session is usable as soon as SFTP is up.
 :meth:`Link.call` runs one operation with a timeout and, when the connection
-drops, reconnects with backoff and tries again; every asyncssh error leaves
-here as a :mod:`finalcopy.errors` exception.
+drops, reconnects with backoff and tries again (telling the caller's
+``on_retry`` first); every asyncssh error leaves here as a
+:mod:`finalcopy.errors` exception (see :mod:`.errors`).
 
 asyncssh runs on asyncio only, so this module (and the SFTP backend) uses
 asyncio tasks and timers directly where anyio has no equivalent.
@@ -20,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import posixpath
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -28,21 +25,17 @@ from typing import TypeVar
 import anyio
 import asyncssh
 
-from finalcopy.backends.sftp_settings import (
+from finalcopy.backends.base import RetryListener
+from finalcopy.backends.options import DestinationOptions, SshLocation
+from finalcopy.backends.sftp.errors import describe_ssh_error, is_connection_error, map_ssh_error
+from finalcopy.backends.sftp.settings import (
     MAX_CHANNELS,
     ClientSettings,
     HostKeyPolicy,
-    Target,
     client_settings,
 )
-from finalcopy.backends.sftp_shell import ShellPool, detect_command, detected_tools
-from finalcopy.errors import (
-    ConnectionLostError,
-    DestinationError,
-    DestinationUnusable,
-    NoSpaceError,
-    PermissionDeniedError,
-)
+from finalcopy.backends.sftp.shell import HashTools, ShellPool
+from finalcopy.errors import ConnectionLostError, DestinationError, DestinationUnusable
 
 logger = logging.getLogger("finalcopy.sftp")
 
@@ -50,13 +43,8 @@ _T = TypeVar("_T")
 
 #: Shells for hashing commands; the server hashes at several GB/s, so two suffice.
 SHELLS = 2
-#: Seconds the hash-tool probe may take before files are verified by reading back.
-PROBE_TIMEOUT = 5.0
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 8.0
-
-RetryListener = Callable[[str, int, str], None]
-"""Called as ``(path, attempt, error)`` before an operation is tried again."""
 
 
 def backoff(attempt: int) -> float:
@@ -64,42 +52,10 @@ def backoff(attempt: int) -> float:
     return float(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (attempt - 1)))
 
 
-# -- error mapping ------------------------------------------------------------------
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    """True for failures of the link itself (worth a reconnect), not refusals by the server."""
-    if isinstance(exc, ConnectionLostError):
-        return True
-    if isinstance(exc, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection):
-        return True
-    if isinstance(exc, asyncssh.SFTPError):
-        return False
-    return isinstance(
-        exc,
-        asyncssh.ConnectionLost | asyncssh.ChannelOpenError | BrokenPipeError | TimeoutError,
-    ) or (isinstance(exc, OSError) and not isinstance(exc, asyncssh.Error))
-
-
-def describe_ssh_error(exc: BaseException) -> str:
-    """asyncssh's reason without the class name noise."""
-    if isinstance(exc, asyncssh.Error) and exc.reason:
-        return str(exc.reason)
-    if isinstance(exc, TimeoutError):
-        return "no answer within the timeout"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
-def map_sftp_error(exc: asyncssh.SFTPError, action: str, where: str) -> DestinationError:
-    """Translate the server's refusal of one SFTP request."""
-    message = f"cannot {action} '{where}': {describe_ssh_error(exc)}"
-    if isinstance(exc, asyncssh.SFTPPermissionDenied | asyncssh.SFTPWriteProtect):
-        return PermissionDeniedError(message)
-    if isinstance(exc, asyncssh.SFTPNoSpaceOnFilesystem | asyncssh.SFTPQuotaExceeded):
-        return NoSpaceError(message)
-    return DestinationError(message)
+async def limited(seconds: float, awaitable: Awaitable[_T]) -> _T:
+    """``await awaitable`` within ``seconds`` (``TimeoutError`` otherwise)."""
+    with anyio.fail_after(seconds):
+        return await awaitable
 
 
 class _Client(asyncssh.SSHClient):
@@ -206,35 +162,32 @@ class Link:
     that starts by finding how much of its partial file it can keep.
     """
 
-    def __init__(self, target: Target, on_retry: RetryListener | None = None) -> None:
-        self.target = target
-        self.on_retry = on_retry
-        self.label = target.host
+    def __init__(self, location: SshLocation, options: DestinationOptions) -> None:
+        self.location = location
+        self.options = options
+        self.label = location.host
         self._session: Session | None = None
         self._connected = False
         self._lock = anyio.Lock()
         self._broken: DestinationError | None = None
         self._settings: ClientSettings | None = None
-        # What the hash-tool probe found: None until it answers; see hash_tools().
-        self._tools: dict[str, str] | None = None
-        self._runs_commands = False
-        self._probe: asyncio.Task[None] | None = None
-        self._probe_answered = asyncio.Event()
-        self._probe_deadline = 0.0
-        self._gave_up = False
+        self.tools = HashTools()
+        """Which hash commands the server runs, as far as its probe has told."""
 
     @property
     def attempts(self) -> int:
-        return max(1, self.target.attempts)
+        """Attempts per operation (the first one included)."""
+        return max(1, self.options.retry_attempts)
 
     @property
     def timeout(self) -> float:
-        return self.target.timeout
+        """Seconds an operation may go without progress."""
+        return self.options.timeout
 
     @property
     def channels(self) -> int:
-        """SFTP channels per connection."""
-        return max(1, min(self.target.channels, MAX_CHANNELS))
+        """SFTP channels per connection: one per file in flight, up to :data:`MAX_CHANNELS`."""
+        return max(1, min(self.options.jobs, MAX_CHANNELS))
 
     async def session(self) -> Session:
         """The live session, connecting first if needed."""
@@ -246,8 +199,15 @@ class Link:
                 self._session = await self._connect()
             return self._session
 
-    async def recover(self, failed: Session, attempt: int, where: str, exc: BaseException) -> None:
-        """After ``failed`` dropped: wait, reconnect once for everyone, tell the listener."""
+    async def recover(
+        self,
+        failed: Session,
+        attempt: int,
+        where: str,
+        exc: BaseException,
+        on_retry: RetryListener | None = None,
+    ) -> None:
+        """After ``failed`` dropped: tell ``on_retry``, wait, reconnect once for everyone."""
         reason = describe_ssh_error(exc)
         logger.warning(
             "connection to %s lost (%s) during '%s'; reconnecting (attempt %d of %d)",
@@ -257,8 +217,8 @@ class Link:
             attempt + 1,
             self.attempts,
         )
-        if self.on_retry is not None:
-            self.on_retry(where, attempt + 1, reason)
+        if on_retry is not None:
+            on_retry(where, attempt + 1, reason)
         async with self._lock:
             if self._session is failed:
                 self._session = None
@@ -273,8 +233,12 @@ class Link:
         operation: Callable[[Session], Awaitable[_T]],
         *,
         time_limit: float | None = None,
+        on_retry: RetryListener | None = None,
     ) -> _T:
-        """Run ``operation`` on the live session; reconnect and retry when the link drops."""
+        """Run ``operation`` on the live session; reconnect and retry when the link drops.
+
+        ``on_retry`` is told ``(where, attempt, reason)`` before each retry.
+        """
         attempt = 1
         while True:
             session = await self.session()
@@ -282,20 +246,17 @@ class Link:
                 with anyio.fail_after(time_limit or self.timeout):
                     return await operation(session)
             except Exception as exc:
-                if not (is_connection_error(exc) or not session.alive):
-                    if isinstance(exc, asyncssh.SFTPError):
-                        raise map_sftp_error(exc, action, where) from None
-                    if isinstance(exc, asyncssh.Error):
-                        raise DestinationError(
-                            f"cannot {action} '{where}': {describe_ssh_error(exc)}"
-                        ) from None
-                    raise
+                if not is_connection_error(exc) and session.alive:
+                    mapped = map_ssh_error(exc, action, where)
+                    if mapped is exc:
+                        raise
+                    raise mapped from None
                 if attempt >= self.attempts:
                     raise ConnectionLostError(
                         f"cannot {action} '{where}': the connection to {self.label} dropped "
                         f"{attempt} time(s); last: {describe_ssh_error(exc)}"
                     ) from None
-                await self.recover(session, attempt, where, exc)
+                await self.recover(session, attempt, where, exc, on_retry)
                 attempt += 1
 
     async def _connect(self) -> Session:
@@ -313,7 +274,7 @@ class Link:
 
     async def _connect_with_retries(self) -> Session:
         if self._settings is None:
-            self._settings = await client_settings(self.target)
+            self._settings = await client_settings(self.location, self.options)
             self.label = self._settings.label
         settings = self._settings
         policy = settings.policy
@@ -323,7 +284,7 @@ class Link:
             try:
                 with anyio.fail_after(self.timeout):
                     conn = await asyncssh.connect(
-                        self.target.host,
+                        self.location.host,
                         **settings.kwargs,
                         known_hosts=policy.match,
                         client_factory=lambda c=client: c,
@@ -363,8 +324,8 @@ class Link:
         # heavy ~/.bashrc): the probe's shell starts beside the first channel, and
         # further channels join in the background.
         shells = ShellPool(conn, SHELLS)
-        if self._tools is None and not self._gave_up:
-            self._start_probe(shells, client)
+        if self.tools.pending:
+            self.tools.start(shells, lambda: client.lost)
         channel = await conn.start_sftp_client(path_errors="surrogateescape")
         session = Session(conn, client, [channel], shells, timeout=self.timeout)
         session.watch()
@@ -373,71 +334,13 @@ class Link:
             session.background = asyncio.ensure_future(session.add_channels(extra))
         return session
 
-    # -- which hash commands the server runs ---------------------------------------
-
-    def _start_probe(self, shells: ShellPool, client: _Client) -> None:
-        if self._probe is not None:
-            self._probe.cancel()  # it ran on a connection that dropped
-        self._probe_answered = asyncio.Event()
-        self._probe_deadline = asyncio.get_running_loop().time() + PROBE_TIMEOUT
-        self._probe = asyncio.ensure_future(self._run_probe(shells, client))
-
-    async def _run_probe(self, shells: ShellPool, client: _Client) -> None:
-        try:
-            tools = await shells.run(detect_command(), detected_tools)
-        except (asyncssh.Error, OSError) as exc:
-            if not client.lost:  # else the next connection probes again
-                logger.info("the server runs no commands (%s)", describe_ssh_error(exc))
-                self._tools = {}
-        else:
-            if tools is None:
-                logger.info("unexpected answer to the hash-tool probe: reading back instead")
-            self._tools = tools or {}
-            self._runs_commands = tools is not None
-        finally:
-            self._probe_answered.set()
-
-    async def wait_for_probe(self, seconds: float) -> None:
-        """Wait up to ``seconds`` for the hash-tool probe to answer."""
-        if self._tools is None and self._probe is not None and not self._gave_up:
-            with anyio.move_on_after(seconds):
-                await self._probe_answered.wait()
-
     async def hash_tools(self) -> dict[str, str] | None:
-        """Algorithm name → the server's command for it; ``None`` when it runs no commands.
-
-        Waits for the probe until :data:`PROBE_TIMEOUT` after it started, then
-        gives up on the server's shell for good, with one warning: files are
-        read back over SFTP instead.
-        """
-        if self._tools is None and self._probe is not None and not self._gave_up:
-            await self.wait_for_probe(self._probe_deadline - asyncio.get_running_loop().time())
-            # Answered without a result means its connection dropped (the next one probes
-            # again); not answered in time means the shell is slow, for good.
-            if not self._probe_answered.is_set() and not self._gave_up:
-                self._gave_up = True
-                self._probe.cancel()
-                logger.warning(
-                    "the shell of %s did not answer within %.0f s (slow login scripts?): "
-                    "verifying by reading files back over SFTP",
-                    self.label,
-                    PROBE_TIMEOUT,
-                )
-        return self._tools if self._runs_commands else None
-
-    @property
-    def probing(self) -> bool:
-        """The probe has not answered yet (nor been given up)."""
-        return self._tools is None and not self._gave_up
-
-    @property
-    def known_tools(self) -> dict[str, str]:
-        """What :meth:`hash_tools` would return now, without waiting (``{}`` if unknown)."""
-        return (self._tools or {}) if self._runs_commands else {}
+        """Algorithm name → server command; ``None`` when it runs none (see HashTools.get)."""
+        return await self.tools.get(self.label)
 
     async def aclose(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
+        """Close the connection (and stop the probe)."""
+        self.tools.cancel()
         session, self._session = self._session, None
         if session is not None:
             session.stop()
@@ -446,8 +349,3 @@ class Link:
             session.conn.close()
             with anyio.move_on_after(5, shield=True):
                 await session.conn.wait_closed()
-
-
-def remote_join(base: str, path: str) -> str:
-    """Absolute server path of ``path`` (relative POSIX) below ``base``."""
-    return posixpath.join(base, path) if path else base

@@ -1,0 +1,265 @@
+"""Where the copies land: a local folder or a folder on an SSH server.
+
+``SshTarget`` carries the client options every OpenSSH-based tool gets; a
+``Destination`` is the folder each run copies into, emptied between runs and
+listed afterwards to check the copy. ``start_sshd`` and ``mount_ntfs`` lend
+the test suite's real parts (``tests/support/``) to the benchmark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import posixpath
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from tests.support import loopmount
+from tests.support.ntfs import NTFS
+from tests.support.sshd import running_sshd
+
+__all__ = [
+    "DEFAULT_CIPHER",
+    "DEST_NAME",
+    "REPO_ROOT",
+    "TARGETS",
+    "Destination",
+    "LocalDestination",
+    "RemoteDestination",
+    "SshTarget",
+    "first_line",
+    "fs_type",
+    "local_digests",
+    "local_listing",
+    "mount_ntfs",
+    "start_sshd",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The only name the runner ever deletes in a destination root.
+DEST_NAME = "finalcopy-bench-dst"
+DEFAULT_CIPHER = "aes128-gcm@openssh.com"
+TARGETS = ("local", "ntfs", "sftp")
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """An SSH server and the client options every OpenSSH-based tool shares."""
+
+    host: str
+    user: str
+    port: int = 22
+    #: Private key (``-i``); None leaves it to the agent and the user's keys.
+    key: Path | None = None
+    #: ``UserKnownHostsFile``; None means the user's own.
+    known_hosts: Path | None = None
+    cipher: str = DEFAULT_CIPHER
+
+    def options(self) -> list[str]:
+        """``-o``/``-i`` options, identical for ssh, scp, sftp and rsync's ssh.
+
+        Compression is forced off: a user config with ``Compression yes``
+        would otherwise turn a throughput test into a CPU test.
+        """
+        opts = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+        opts += ["-o", "Compression=no", "-o", f"Ciphers={self.cipher}"]
+        if self.known_hosts is not None:
+            opts += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
+        if self.key is not None:
+            opts += ["-i", str(self.key), "-o", "IdentitiesOnly=yes"]
+        return opts
+
+    @property
+    def login(self) -> str:
+        """``user@host`` with an IPv6 address bracketed as scp and rsync want."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user}@{host}"
+
+    def ssh_argv(self) -> list[str]:
+        """The ssh command without a destination, as rsync's ``-e`` wants it."""
+        return ["ssh", "-p", str(self.port), *self.options()]
+
+    def spec(self, path: str) -> str:
+        """``user@host:path`` for scp and rsync."""
+        return f"{self.login}:{path}"
+
+    def url(self, path: str) -> str:
+        """``sftp://user@host:port/path`` for finalcopy."""
+        return f"sftp://{self.login}:{self.port}{path}"
+
+    def client_config(self) -> str:
+        """An ``ssh_config`` block with the same settings, for tools without flags."""
+        lines = [
+            f"Host {self.host}",
+            f"    Port {self.port}",
+            f"    User {self.user}",
+            "    StrictHostKeyChecking yes",
+            "    Compression no",
+            f"    Ciphers {self.cipher}",
+        ]
+        if self.known_hosts is not None:
+            lines.append(f"    UserKnownHostsFile {self.known_hosts}")
+        if self.key is not None:
+            lines += [f"    IdentityFile {self.key}", "    IdentitiesOnly yes"]
+        return "\n".join(lines) + "\n"
+
+    def run(self, command: str, timeout: float = 600) -> subprocess.CompletedProcess[bytes]:
+        """Run a shell command on the server."""
+        return subprocess.run(
+            [*self.ssh_argv(), self.login, command],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+class Destination(Protocol):
+    """The folder each run copies into, emptied between runs."""
+
+    @property
+    def path(self) -> str:
+        """What tools receive as their destination argument (a path)."""
+
+    def clear(self) -> None:
+        """Remove the previous run's copy, if any."""
+
+    def listing(self) -> dict[str, int]:
+        """Size of every regular file below :attr:`path`, by relative POSIX path."""
+
+    def digests(self) -> dict[str, str]:
+        """SHA-256 of every regular file below :attr:`path`, by relative path."""
+
+    def describe(self) -> str:
+        """File system or server, for the report's context."""
+
+
+@dataclass
+class LocalDestination:
+    """A folder on a mounted file system (tmpfs, disk, ntfs-3g)."""
+
+    root: Path
+
+    @property
+    def path(self) -> str:
+        return str(self.root / DEST_NAME)
+
+    def clear(self) -> None:
+        target = Path(self.path)
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.exists():
+            shutil.rmtree(target)
+
+    def listing(self) -> dict[str, int]:
+        return local_listing(Path(self.path))
+
+    def digests(self) -> dict[str, str]:
+        return local_digests(Path(self.path))
+
+    def describe(self) -> str:
+        return f"{self.root} ({fs_type(self.root)})"
+
+
+@dataclass
+class RemoteDestination:
+    """A folder on an SSH server, managed through ``ssh`` commands."""
+
+    ssh: SshTarget
+    root: str
+
+    @property
+    def path(self) -> str:
+        return posixpath.join(self.root, DEST_NAME)
+
+    def clear(self) -> None:
+        proc = self.ssh.run(f"rm -rf -- {shlex.quote(self.path)}")
+        if proc.returncode != 0:
+            raise RuntimeError(f"remote cleanup failed: {first_line(proc.stderr)}")
+
+    def listing(self) -> dict[str, int]:
+        # NUL-separated so no file name can break the parsing.
+        proc = self.ssh.run(f"find {shlex.quote(self.path)} -type f -printf '%s %P\\0'")
+        if proc.returncode != 0:
+            return {}
+        sizes: dict[str, int] = {}
+        for entry in proc.stdout.split(b"\0"):
+            if entry:
+                size, _, name = entry.partition(b" ")
+                sizes[os.fsdecode(name)] = int(size)
+        return sizes
+
+    def digests(self) -> dict[str, str]:
+        proc = self.ssh.run(
+            f"cd {shlex.quote(self.path)} && find . -type f -print0 | xargs -0 -r sha256sum",
+            timeout=3600,
+        )
+        result: dict[str, str] = {}
+        for line in proc.stdout.decode(errors="replace").splitlines():
+            digest, _, name = line.partition("  ")
+            result[name.removeprefix("./")] = digest
+        return result
+
+    def describe(self) -> str:
+        return f"{self.root} on {self.ssh.login} port {self.ssh.port} (SFTP)"
+
+
+def local_listing(root: Path) -> dict[str, int]:
+    """Sizes of regular files below ``root`` (symlinks are not followed)."""
+    sizes: dict[str, int] = {}
+    for folder, _dirs, names in os.walk(root):
+        rel_folder = os.path.relpath(folder, root)
+        for name in names:
+            st = os.lstat(os.path.join(folder, name))
+            if st.st_mode & 0o170000 == 0o100000:
+                rel = name if rel_folder == "." else f"{rel_folder}/{name}"
+                sizes[rel.replace(os.sep, "/")] = st.st_size
+    return sizes
+
+
+def local_digests(root: Path) -> dict[str, str]:
+    """SHA-256 of each regular file below ``root``; the sha256sum format other hosts use."""
+    result: dict[str, str] = {}
+    for rel in local_listing(root):
+        with open(root / rel, "rb") as handle:
+            result[rel] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return result
+
+
+def fs_type(path: Path) -> str:
+    """File system type of the mount holding ``path`` (the test suite's reading of mountinfo)."""
+    return loopmount.fs_type(path) or "unknown"
+
+
+def first_line(raw: bytes) -> str:
+    """The line of a tool's stderr that best says what went wrong.
+
+    The first non-empty line, except for Python tracebacks, whose first line
+    says nothing and whose last line holds the exception.
+    """
+    lines = [ln.strip() for ln in raw.decode(errors="replace").splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    return lines[-1] if lines[0].startswith("Traceback") else lines[0]
+
+
+def start_sshd(stack: contextlib.ExitStack, folder: Path, cipher: str) -> SshTarget:
+    """Start the test suite's throw-away sshd on 127.0.0.1 until ``stack`` closes."""
+    server = stack.enter_context(running_sshd(folder, log_level="ERROR"))
+    return SshTarget(
+        server.host, server.user, server.port, server.client_key, server.known_hosts, cipher
+    )
+
+
+def mount_ntfs(stack: contextlib.ExitStack, folder: Path, size_mib: int) -> Path:
+    """Make and mount a sparse NTFS image (the test suite's helper) until ``stack`` closes.
+
+    The image lives in ``folder``: on tmpfs, the timings show what ntfs-3g
+    and the tool cost in CPU, without a disk's speed mixed in.
+    """
+    return stack.enter_context(NTFS.mounted(folder, size_mib=size_mib)).mountpoint

@@ -1,0 +1,74 @@
+"""The bytes of one file on their way to a backend: :class:`ChunkSource`.
+
+The engine provides the sources (``finalcopy.engine.source``: a local file,
+hashed and counted as it is read); :class:`BytesSource` serves bytes already
+in memory, for :meth:`~finalcopy.backends.base.Backend.write_bytes`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from finalcopy.hashing import Algorithm
+
+
+class ChunkSource(Protocol):
+    """The bytes of one source file, hashed and counted as they are read.
+
+    Provided by the engine; a backend only moves what it returns. Every method
+    blocks, so call them from a worker thread (``anyio.to_thread.run_sync``).
+    They raise :class:`~finalcopy.errors.SourceError` on read errors and
+    :class:`~finalcopy.errors.Interrupted` once the run is cancelled.
+    """
+
+    size: int
+    """Size of the source file when planned."""
+
+    def read_chunk(self) -> memoryview:
+        """Next chunk (empty at end of file); valid until the next call."""
+        ...
+
+    def read_many(self, max_chunks: int) -> list[bytes]:
+        """Up to ``max_chunks`` chunks as independent ``bytes``.
+
+        Fewer than ``max_chunks`` (possibly none) means the end of the file was
+        reached; later calls return an empty list.
+        """
+        ...
+
+    def consume_prefix(self, length: int, algorithm: Algorithm) -> str:
+        """Read ``length`` bytes into the streaming hash and return their own digest.
+
+        Used to resume: the caller compares this digest with the destination's
+        partial file and, if equal, writes from ``length`` on.
+        """
+        ...
+
+    def rewind(self) -> None:
+        """Start over from byte 0 (a resume attempt that did not match)."""
+        ...
+
+
+class BytesSource:
+    """A :class:`ChunkSource` over bytes already in memory (:meth:`Backend.write_bytes`)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size = len(data)
+        self._sent = False
+
+    def read_chunk(self) -> memoryview:
+        sent, self._sent = self._sent, True
+        return memoryview(b"" if sent else self.data)
+
+    def read_many(self, max_chunks: int) -> list[bytes]:
+        chunk = self.read_chunk()
+        return [chunk.tobytes()] if chunk else []
+
+    def consume_prefix(self, length: int, algorithm: Algorithm) -> str:
+        hasher = algorithm.new()
+        hasher.update(self.data[:length])
+        return hasher.hexdigest()
+
+    def rewind(self) -> None:
+        self._sent = False
