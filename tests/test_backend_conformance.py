@@ -112,7 +112,7 @@ def source_for(path: Path) -> FileChunkSource:
 class ScriptedSource:
     """A chunk source of ``data`` that then raises ``error`` instead of ending."""
 
-    def __init__(self, data: bytes, error: FinalcopyError | None = None) -> None:
+    def __init__(self, data: bytes, error: FinalcopyError | Interrupted | None = None) -> None:
         self.size = len(data)
         self._chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
         self._error = error

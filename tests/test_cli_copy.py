@@ -26,7 +26,9 @@ MiB = 1024 * 1024
 def assert_clean_error(result: subprocess.CompletedProcess[str]) -> None:
     """One clear message: no Python traceback anywhere in the output."""
     assert "Traceback" not in result.stderr + result.stdout
-    assert result.stderr.startswith("finalcopy: error: ") or "FAILED" in result.stdout
+    errors = result.stderr.splitlines()
+    assert errors, result.stdout
+    assert errors[-1].startswith("finalcopy: error: ") or "FAILED" in result.stderr
 
 
 def test_copy_then_verify_ok_and_corruption_detected(tmp_path: Path) -> None:
@@ -67,11 +69,11 @@ def test_json_output_is_events_then_summary(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--hash", "md5"], "unknown hash algorithm 'md5'"),
-        (["--chunk-size", "lots"], "is not a size"),
-        (["--chunk-size", "1"], "--chunk-size must be between"),
-        (["--verify", "maybe"], "--verify must be"),
-        (["--metadata", "some"], "--metadata must be"),
+        (["--hash", "md5"], "finalcopy: error: --hash 'md5': is not one of"),
+        (["--chunk-size", "lots"], "finalcopy: error: --chunk-size 'lots': not a size"),
+        (["--chunk-size", "1"], "finalcopy: error: --chunk-size '1': must be between"),
+        (["--verify", "maybe"], "finalcopy: error: --verify 'maybe': is not one of"),
+        (["--metadata", "some"], "finalcopy: error: --metadata 'some': is not one of"),
     ],
 )
 def test_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

@@ -18,10 +18,10 @@ import pytest
 
 from finalcopy.engine.lock import Owner
 from finalcopy.engine.plan import scan
+from finalcopy.errors import ProjectFailure
 from finalcopy.finalize import finalize_sync
 from finalcopy.finalize.deletion import scan_source
 from finalcopy.finalize.discovery import list_project
-from finalcopy.finalize.failures import ProjectFailure
 from finalcopy.finalize.journal import Journal, ProjectJournal
 from finalcopy.paths import is_inside, nearest_existing
 from finalcopy.smallfiles import read_small_at, write_atomic, write_atomic_at

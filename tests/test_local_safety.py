@@ -80,7 +80,6 @@ def source_for(path: Path) -> FileChunkSource:
         f"docs/{temp_name('x.bin')}",
         f".finalcopy/{temp_name('manifest.blake3')}",
         f".finalcopy/{temp_name('state.jsonl')}",
-        f"{temp_name('finalcopy-write-probe')}",
     ],
 )
 async def test_symlink_at_a_temporary_name_is_replaced_not_followed(
@@ -96,6 +95,21 @@ async def test_symlink_at_a_temporary_name_is_replaced_not_followed(
     assert tree_content(dest) == {"a.txt": b"new a", "docs/x.bin": b"new x"}
     assert absent(dest / planted)
     assert (await verify_tree(LocalBackend(dest))).ok
+
+
+async def test_the_write_probe_never_touches_what_bears_its_former_fixed_name(
+    tmp_path: Path,
+) -> None:
+    """The probe's name is unpredictable: an entry at any fixed name is neither used nor lost."""
+    target = victim(tmp_path)
+    src = make_tree(tmp_path / "src", {"a.txt": b"new a"})
+    dest = tmp_path / "dest"
+    planted = dest / temp_name("finalcopy-write-probe")
+    plant_link(planted, target)
+    report = await copy_tree(src, LocalBackend(dest))
+    assert report.ok, report.failed
+    assert target.read_bytes() == PRECIOUS
+    assert planted.is_symlink(), "not ours: left as it was"
 
 
 async def test_leftover_temporary_file_is_replaced_never_opened(tmp_path: Path) -> None:

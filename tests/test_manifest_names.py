@@ -21,16 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from finalcopy.engine import manifest
-from finalcopy.engine.manifest import (
+from finalcopy.engine import manifest, state, untrusted
+from finalcopy.engine.manifest import format_manifest, parse_manifest
+from finalcopy.engine.state import (
     StateRecord,
-    format_manifest,
     format_names,
     format_state,
-    parse_manifest,
     parse_names,
     parse_state,
 )
+from finalcopy.engine.untrusted import MAX_LINE_BYTES
 from finalcopy.hashing import ALGORITHMS, hash_path
 from tests.support.cli import run_cli
 from tests.support.fixtures import require_tool
@@ -399,7 +399,7 @@ def test_format_then_parse_round_trips_every_listed_name(algorithm: str | None) 
         parsed = manifest.read_manifest(data)
         assert parsed.problems == []
         assert parsed.entries == listed
-        assert all(len(line) <= manifest.MAX_LINE_BYTES for line in data.split(b"\n"))
+        assert all(len(line) <= MAX_LINE_BYTES for line in data.split(b"\n"))
 
 
 def test_what_each_checker_cannot_name() -> None:
@@ -483,11 +483,11 @@ def test_manifest_lines_outside_the_tree_are_refused(line: bytes, reason: str) -
 
 
 def test_manifest_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
-    long_line = f"{DIGEST}  ".encode() + b"x" * manifest.MAX_LINE_BYTES
+    long_line = f"{DIGEST}  ".encode() + b"x" * MAX_LINE_BYTES
     parsed = manifest.read_manifest(long_line + f"\n{DIGEST}  ok\n".encode())
     assert parsed.entries == {"ok": DIGEST}
     assert "line 1" in parsed.problems[0] and "long" in parsed.problems[0]
-    monkeypatch.setattr(manifest, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(untrusted, "MAX_FILE_BYTES", 1000)
     parsed = manifest.read_manifest(f"{DIGEST}  ok\n".encode() * 100)
     assert parsed.entries == {} and "larger than" in parsed.problems[0]
     assert parse_state(b"{}\n" * 1000) == {}
@@ -545,14 +545,14 @@ BAD_STATE: list[bytes] = [
 @pytest.mark.parametrize("line", BAD_STATE, ids=range(len(BAD_STATE)))
 def test_state_records_are_validated(line: bytes) -> None:
     good = state_line(path="good")
-    parsed = manifest.read_state(good + line + state_line(path="also"))
+    parsed = state.read_state(good + line + state_line(path="also"))
     assert sorted(parsed.entries) == ["also", "good"]
     assert len(parsed.problems) == 1 and parsed.problems[0].startswith("line 2: ")
 
 
 def test_a_torn_last_state_line_is_skipped() -> None:
     data = state_line(path="good") + state_line(path="torn")[:-20]
-    parsed = manifest.read_state(data)
+    parsed = state.read_state(data)
     assert list(parsed.entries) == ["good"]
     assert parsed.problems[0].startswith("line 2: not JSON")
 
@@ -574,13 +574,13 @@ BAD_NAMES: list[bytes] = [
 @pytest.mark.parametrize("line", BAD_NAMES)
 def test_names_lines_are_validated(line: bytes) -> None:
     data = b"original\tstored\ngood\tG\n" + line + b"\nalso\tA\n"
-    parsed = manifest.read_names(data)
+    parsed = state.read_names(data)
     assert parsed.entries == {"good": "G", "also": "A"}
     assert len(parsed.problems) == 1 and parsed.problems[0].startswith("line 3: ")
 
 
 def test_names_without_header_are_refused() -> None:
-    parsed = manifest.read_names(b"a\tb\n")
+    parsed = state.read_names(b"a\tb\n")
     assert parsed.entries == {} and "header" in parsed.problems[0]
 
 
@@ -620,9 +620,9 @@ def test_parsers_never_raise_and_never_leave_the_tree(seed: int) -> None:
     for data in fuzz_inputs(seed):
         for path, _digest in manifest.read_manifest(data).entries.items():
             assert_inside(path)
-        for path in manifest.read_state(data).entries:
+        for path in state.read_state(data).entries:
             assert_inside(path)
-        for original, stored in manifest.read_names(data).entries.items():
+        for original, stored in state.read_names(data).entries.items():
             assert_inside(original)
             assert_inside(stored)
 

@@ -32,7 +32,7 @@ from finalcopy.backends.local.ntfs_names import (
 from finalcopy.backends.local.strategy import choose_strategy, filesystem_type, probe_metadata
 from finalcopy.backends.local.writer import write_coalesced
 from finalcopy.engine import CopyOptions, copy_tree, verify_tree
-from finalcopy.engine.manifest import format_names, parse_names
+from finalcopy.engine.state import format_names, parse_names
 from finalcopy.errors import UnsafeNameError
 from tests.support.cli import run_cli
 from tests.support.fixtures import require_part, require_tool
@@ -298,8 +298,8 @@ def test_cli_copy_rerun_and_verify_on_fuseblk(ntfs_mount: NtfsMount, tmp_path: P
     result = run_cli("copy", src, dest, "-v")
     assert result.returncode == 0, result.stdout + result.stderr
     assert_quiet(result)
-    assert "destination strategy: no-metadata" in result.stdout
-    assert f"{ntfs_mount.mountpoint} is fuseblk" in result.stdout
+    assert "destination strategy: no-metadata" in result.stderr  # diagnostics go to stderr
+    assert f"{ntfs_mount.mountpoint} is fuseblk" in result.stderr
     assert tree_content(dest) == files
     assert os.readlink(dest / "projet_1/latest.mp4") == "video1.mp4"
     check = b3sum_check(dest)
@@ -384,7 +384,7 @@ def test_eperm_mount_is_detected_and_the_copy_is_clean(
     result = run_cli("copy", src, mount / "dest", "-v", user=unprivileged_user)
     assert result.returncode == 0, result.stdout + result.stderr
     assert_quiet(result)
-    assert "is fuseblk" in result.stdout
+    assert "is fuseblk" in result.stderr
     assert tree_content(mount / "dest") == files
     again = run_cli("copy", src, mount / "dest", "--json", user=unprivileged_user)
     assert (summary(again)["copied"], summary(again)["skipped"]) == (0, len(files))
@@ -433,7 +433,7 @@ def test_bad_names_are_mapped_on_request(ntfs_mount: NtfsMount, tmp_path: Path) 
     result = run_cli("copy", src, dest, "--ntfs-names", "map", "-v")
     assert result.returncode == 0, result.stdout + result.stderr
     assert_quiet(result)
-    assert "names Windows cannot hold are mapped reversibly" in result.stdout
+    assert "names Windows cannot hold are mapped reversibly" in result.stderr
 
     renamed = parse_names((dest / ".finalcopy/names.tsv").read_bytes())
     assert renamed["projet/a:b.txt"] == "projet/a\uff1ab.txt"

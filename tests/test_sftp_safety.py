@@ -28,9 +28,9 @@ import pytest
 from finalcopy.backends.base import FileTransfer, is_temp_name, temp_name
 from finalcopy.backends.registry import parse_destination
 from finalcopy.engine import CopyOptions, copy_tree, verify_tree
-from finalcopy.engine.manifest import STATE_NAME
 from finalcopy.engine.plan import META_DIR
 from finalcopy.engine.source import FileChunkSource
+from finalcopy.engine.state import STATE_NAME
 from finalcopy.errors import DestinationError, FinalcopyError, HostKeyError, UsageError
 from finalcopy.hashing import get_algorithm
 from tests.support.cli import run_cli

@@ -78,17 +78,13 @@ import anyio
 import anyio.to_thread
 
 from finalcopy.backends.source import BytesSource, ChunkSource
-from finalcopy.errors import (
-    DestinationError,
-    DestinationUnusable,
-    FinalcopyError,
-    Interrupted,
-)
+from finalcopy.errors import DestinationError, DestinationUnusable, FinalcopyError
 from finalcopy.hashing import DEFAULT_ALGORITHM, Algorithm, get_algorithm
 
 EntryKind = Literal["file", "dir", "symlink", "other"]
 
 RetryListener = Callable[[str, int, str], None]
+OnRetry = RetryListener | None
 """Told ``(path, attempt, error)`` before an operation that failed is tried again."""
 
 #: Prefix and suffix of temporary files; ``finalcopy verify`` reports leftovers.
@@ -194,6 +190,10 @@ class FileTransfer:
     dest_mtime_ns: int = 0
     """The destination's mtime right after commit, to detect later changes cheaply."""
     attempts: int = field(default=1)
+
+
+Batch = Sequence[FileTransfer]
+"""The files of one :meth:`Backend.put_files` call."""
 
 
 class TempWriter(ABC):
@@ -307,9 +307,10 @@ class Backend(ABC):
 
         Raises :class:`~finalcopy.errors.DestinationUnusable` otherwise.
         """
-        # A fixed name: a crash between write and remove leaves one probe,
-        # which the next probe replaces, not one per process.
-        probe = temp_name("finalcopy-write-probe")
+        # An unpredictable name: a fixed one would replace, then remove, a copied
+        # file that happens to bear it. A crash between write and remove leaves one
+        # probe file, which `finalcopy verify` reports as a leftover.
+        probe = fresh_temp_name("finalcopy-write-probe")
         try:
             await self.makedirs([""])
             await self.write_bytes(probe, b"finalcopy write probe")
@@ -330,11 +331,7 @@ class Backend(ABC):
             raise transfer.error
 
     async def put_files(
-        self,
-        transfers: Sequence[FileTransfer],
-        algorithm: Algorithm,
-        *,
-        on_retry: RetryListener | None = None,
+        self, transfers: Batch, algorithm: Algorithm, *, on_retry: OnRetry = None
     ) -> None:
         """Copy each transfer's source to its path, committed, and fill in its outcome.
 
@@ -349,8 +346,6 @@ class Backend(ABC):
         for transfer in transfers:
             try:
                 await self._stream(transfer)
-            except Interrupted:
-                raise
             except FinalcopyError as exc:
                 transfer.error = exc
                 continue

@@ -10,16 +10,91 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from finalcopy import __version__
 from finalcopy.cli.commands.copy import copy_command
 from finalcopy.cli.commands.demo import demo_command
 from finalcopy.cli.commands.run import run_command
 from finalcopy.cli.commands.verify import verify_command
-from finalcopy.cli.runtime import EXIT_FAILED
+from finalcopy.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+
+
+def _typed_value(opts: list[str], argv: list[str]) -> str | None:
+    """The value typed after one of ``opts`` (``--opt V`` or ``--opt=V``), the last one wins."""
+    value = None
+    for i, arg in enumerate(argv):
+        for opt in opts:
+            if arg == opt and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif arg.startswith(opt + "=") and opt.startswith("--"):
+                value = arg[len(opt) + 1 :]
+            elif arg.startswith(opt) and len(opt) == 2 and len(arg) > 2 and arg[1] != "-":
+                value = arg[2:]
+    return value
+
+
+def usage_message(exc: Any, argv: list[str]) -> str:
+    """A parse error of typer/click in the one style: ``<what> '<value>': <why>``."""
+    param = getattr(exc, "param", None)
+    message = str(getattr(exc, "message", "") or exc.format_message())
+    if param is None or not hasattr(exc, "param_hint"):
+        return (message[:1].lower() + message[1:]).rstrip(".")
+    if param.param_type_name != "option":
+        name = str(param.name or "argument").upper()
+        return f"{name}: {message[:1].lower() + message[1:]}".rstrip(".")
+    what = "/".join(param.opts)
+    why = message.removeprefix("Value error, ").rstrip(".")
+    value = _typed_value(list(param.opts) + list(param.secondary_opts), argv)
+    envvar = param.envvar if isinstance(param.envvar, str) else None
+    if value is None and envvar and os.environ.get(envvar):
+        what, value = f"{what} (from {envvar})", os.environ[envvar]
+    if value is None:
+        return f"{what}: {why}"
+    why = why.removeprefix(f"'{value}': ").removeprefix(f"'{value}' ")
+    return f"{what} '{value}': {why[:1].lower() + why[1:]}"
+
+
+class FinalcopyGroup(TyperGroup):
+    """typer's group, with its parse errors in finalcopy's one error style (exit 2)."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **kwargs)
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+        from typer.exceptions import Abort
+
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(argv, prog_name, complete_var, False, windows_expand_args, **kwargs)
+        except NoArgsIsHelpError as exc:
+            from typer import rich_utils
+
+            rich_utils.rich_format_error(exc)
+            sys.exit(exc.exit_code)
+        except UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            typer.echo(f"finalcopy: error: {usage_message(exc, argv)}{hint}", err=True)
+            sys.exit(EXIT_USAGE)
+        except ClickException as exc:
+            typer.echo(f"finalcopy: error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except Abort:
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
     name="finalcopy",
@@ -29,8 +104,10 @@ app = typer.Typer(
         # Escaped: rich would read "[user@]" as markup and drop it.
         "sftp://\\[user@]host[:port]/path and user@host:path."
     ),
+    cls=FinalcopyGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 app.command("copy")(copy_command)

@@ -16,11 +16,12 @@ wherever it appears. The blocks:
 * :class:`FilesystemOptions` — ``--metadata``, ``--ntfs-names`` (copy, run);
 * :class:`SshOptions` — identity, config, port, known hosts, retries, timeout
   (copy, verify, run);
-* :class:`OutputOptions` — ``--json``, ``-v`` (every command);
+* :class:`OutputOptions` — ``--json``, ``-v``, ``-q``, ``-P``, ``--stats`` (every command);
 
-plus :data:`Jobs`, one option shared by copy, verify and run. Choices are
-checked while parsing, by :func:`choice`, in the one error style of
-:func:`~finalcopy.cli.runtime.fail`.
+plus :data:`Jobs`, :data:`Checksum` and :data:`LogFile`, single options shared
+by several commands. Choices are enums, so typer lists and checks them; every
+option sits in one of the help panels (what to copy, verification,
+destination and SSH, output, performance).
 
 This module stays light (no engine, no backend imported until a block is
 turned into the engine's options), so ``finalcopy --help`` starts fast.
@@ -40,40 +41,45 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
-from finalcopy.cli.runtime import EXIT_USAGE, fail
+from finalcopy.cli.choices import HashName, MetadataChoice, NamesChoice, VerifyChoice
+from finalcopy.cli.runtime import fail
+from finalcopy.errors import EXIT_USAGE
 
 if TYPE_CHECKING:
+    import logging
+
     from finalcopy.backends.options import DestinationOptions, MetadataMode, NameMode
+    from finalcopy.cli.render.base import Renderer
     from finalcopy.engine import CopyOptions, VerifyMode
 
 R = TypeVar("R")
 
-VERIFY_MODES: tuple[VerifyMode, ...] = ("readback", "size", "none")
-METADATA_MODES: tuple[MetadataMode, ...] = ("auto", "posix", "none")
-NAME_MODES: tuple[NameMode, ...] = ("reject", "map")
+# The help panels, in the order ``--help`` shows them.
+WHAT = "What to copy"
+VERIFICATION = "Verification"
+DESTINATION = "Destination and SSH"
+OUTPUT = "Output"
+PERFORMANCE = "Performance"
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b?)\s*$", re.IGNORECASE)
+KiB, MiB = 1 << 10, 1 << 20
+CHUNK_RANGE = (4 * KiB, 16 * MiB)
 
 
-def parse_size(text: str) -> int:
-    """``65536``, ``64K``, ``64KiB``, ``1M`` → bytes."""
+def parse_size(text: str, option: str = "--chunk-size") -> int:
+    """``65536``, ``64K``, ``64KiB``, ``1M`` → bytes; anything else is a usage error naming it."""
     match = _SIZE.match(text)
     if not match:
-        raise typer.BadParameter(f"'{text}' is not a size (examples: 65536, 64K, 1M)")
+        fail(f"{option} '{text}': not a size (examples: 65536, 64K, 1M)", EXIT_USAGE)
     factor = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[match[2].lower()]
     return int(match[1]) * factor
 
 
-def choice(option: str, choices: tuple[str, ...]) -> Callable[[str], str]:
-    """A parse-time check that ``option``'s value is one of ``choices``."""
-    allowed = ", ".join(choices[:-1]) + f" or {choices[-1]}"
-
-    def check(value: str) -> str:
-        if value not in choices:
-            fail(f"{option} must be {allowed}, not '{value}'", EXIT_USAGE)
-        return value
-
-    return check
+def _check_chunk_size(text: str) -> str:
+    low, high = CHUNK_RANGE
+    if not low <= parse_size(text) <= high:
+        fail(f"--chunk-size '{text}': must be between 4K and 16M", EXIT_USAGE)
+    return text
 
 
 # -- the blocks ---------------------------------------------------------------------------
@@ -85,7 +91,39 @@ class OptionBlock:
 
 
 Jobs = Annotated[
-    int, typer.Option("--jobs", "-j", min=1, max=64, help="Files transferred at once.")
+    int,
+    typer.Option(
+        "--jobs",
+        "-j",
+        min=1,
+        max=64,
+        rich_help_panel=PERFORMANCE,
+        help="Files transferred at once.",
+    ),
+]
+Checksum = Annotated[
+    bool,
+    typer.Option(
+        "--checksum",
+        "-c",
+        rich_help_panel=WHAT,
+        help="Decide what to skip by hashing both sides instead of trusting the state file.",
+    ),
+]
+
+
+def dry_run_option(what: str) -> Any:
+    """``--dry-run``/``-n``, whose help says what the command would do: ``what``."""
+    return typer.Option("--dry-run", "-n", rich_help_panel=WHAT, help=what)
+
+
+LogFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--log-file",
+        rich_help_panel=OUTPUT,
+        help="Also log to FILE (appended; lines 'YYYY-mm-dd HH:MM:SS - LEVEL - message').",
+    ),
 ]
 
 
@@ -94,35 +132,44 @@ class TransferOptions(OptionBlock):
     """How files are streamed and proven; ``copy`` and ``run`` must mean the same by them."""
 
     hash_name: Annotated[
+        HashName,
+        typer.Option(
+            "--hash",
+            rich_help_panel=VERIFICATION,
+            help="Hash taken while streaming, written to the manifest "
+            "(xxh128 is fast but not cryptographic).",
+        ),
+    ] = HashName.blake3
+    chunk_size: Annotated[
         str,
         typer.Option(
-            "--hash", help="blake3 (default, fast), sha256 or xxh128 (not cryptographic)."
+            "--chunk-size",
+            callback=_check_chunk_size,
+            rich_help_panel=PERFORMANCE,
+            help="Bytes per read/hash/write, 4K to 16M (65536, 64K, 1M).",
         ),
-    ] = "blake3"
-    chunk_size: Annotated[
-        str, typer.Option("--chunk-size", help="Bytes per read/write (64K default).")
     ] = "64K"
     verify: Annotated[
-        str,
+        VerifyChoice,
         typer.Option(
             "--verify",
-            callback=choice("--verify", VERIFY_MODES),
+            rich_help_panel=VERIFICATION,
             help="readback: re-read each file from the destination (server-side hash over SSH) "
             "and compare; size: compare sizes only; none: trust the write.",
         ),
-    ] = "readback"
+    ] = VerifyChoice.readback
 
     def copy_options(
         self, jobs: int, *, checksum: bool = False, dry_run: bool = False
     ) -> CopyOptions:
-        """The engine's options; a malformed ``--chunk-size`` is a usage error here."""
+        """The engine's options."""
         from finalcopy.engine import CopyOptions
 
         return CopyOptions(
-            algorithm=self.hash_name,
+            algorithm=str(self.hash_name),
             chunk_size=parse_size(self.chunk_size),
             jobs=jobs,
-            verify=cast("VerifyMode", self.verify),  # checked by choice() while parsing
+            verify=cast("VerifyMode", str(self.verify)),
             checksum=checksum,
             dry_run=dry_run,
         )
@@ -133,23 +180,23 @@ class FilesystemOptions(OptionBlock):
     """What the destination's file system can hold; NTFS and FUSE mounts differ from POSIX."""
 
     metadata: Annotated[
-        str,
+        MetadataChoice,
         typer.Option(
             "--metadata",
-            callback=choice("--metadata", METADATA_MODES),
+            rich_help_panel=DESTINATION,
             help="auto: detect NTFS/FUSE and probe chmod/utime; posix: keep mode and mtime; "
             "none: content only, never call chmod/utime.",
         ),
-    ] = "auto"
+    ] = MetadataChoice.auto
     ntfs_names: Annotated[
-        str,
+        NamesChoice,
         typer.Option(
             "--ntfs-names",
-            callback=choice("--ntfs-names", NAME_MODES),
+            rich_help_panel=DESTINATION,
             help="On no-metadata destinations: reject names NTFS cannot hold, "
             "or map them reversibly.",
         ),
-    ] = "reject"
+    ] = NamesChoice.reject
 
 
 @dataclass(frozen=True)
@@ -157,25 +204,37 @@ class SshOptions(OptionBlock):
     """How to reach an SFTP destination; every command that opens a destination takes them."""
 
     identity: Annotated[
-        Path | None, typer.Option("--identity", "-i", help="SSH private key file.")
+        Path | None,
+        typer.Option("--identity", "-i", rich_help_panel=DESTINATION, help="SSH private key file."),
     ] = None
     ssh_config: Annotated[
         Path | None,
         typer.Option(
-            "--ssh-config", help="OpenSSH client config to read (default: ~/.ssh/config)."
+            "--ssh-config",
+            rich_help_panel=DESTINATION,
+            help="OpenSSH client config to read (default: ~/.ssh/config).",
         ),
     ] = None
     port: Annotated[
-        int | None, typer.Option("--port", help="SSH port (default: ~/.ssh/config or 22).")
+        int | None,
+        typer.Option(
+            "--port", rich_help_panel=DESTINATION, help="SSH port (default: ~/.ssh/config or 22)."
+        ),
     ] = None
     known_hosts: Annotated[
         Path | None,
-        typer.Option("--known-hosts", help="known_hosts file (default: ~/.ssh/known_hosts)."),
+        typer.Option(
+            "--known-hosts",
+            rich_help_panel=DESTINATION,
+            help="known_hosts file (default: ~/.ssh/known_hosts).",
+        ),
     ] = None
     accept_new_host_key: Annotated[
         bool,
         typer.Option(
-            "--accept-new-host-key", help="Record an unknown SSH host key (never a changed one)."
+            "--accept-new-host-key",
+            rich_help_panel=DESTINATION,
+            help="Record an unknown SSH host key (never a changed one).",
         ),
     ] = False
     retries: Annotated[
@@ -184,13 +243,18 @@ class SshOptions(OptionBlock):
             "--retries",
             envvar="NETWORK_RETRY_ATTEMPTS",
             min=1,
+            rich_help_panel=DESTINATION,
             help="Attempts per network operation.",
         ),
     ] = 3
     timeout: Annotated[
         float,
         typer.Option(
-            "--timeout", envvar="NETWORK_TIMEOUT", min=1, help="Seconds per network operation."
+            "--timeout",
+            envvar="NETWORK_TIMEOUT",
+            min=1,
+            rich_help_panel=DESTINATION,
+            help="Seconds per network operation.",
         ),
     ] = 300.0
 
@@ -202,8 +266,8 @@ class SshOptions(OptionBlock):
 
         filesystem = filesystem or FilesystemOptions()
         return DestinationOptions(
-            metadata=cast("MetadataMode", filesystem.metadata),  # checked by choice()
-            ntfs_names=cast("NameMode", filesystem.ntfs_names),  # checked by choice()
+            metadata=cast("MetadataMode", str(filesystem.metadata)),
+            ntfs_names=cast("NameMode", str(filesystem.ntfs_names)),
             identity_file=self.identity,
             port=self.port,
             known_hosts=self.known_hosts,
@@ -217,18 +281,77 @@ class SshOptions(OptionBlock):
 
 @dataclass(frozen=True)
 class OutputOptions(OptionBlock):
-    """Who reads the output: people (more with ``-v``) or programs (``--json``)."""
+    """Who reads the output: people (more with ``-v``, less with ``-q``) or programs."""
 
     json_output: Annotated[
         bool,
-        typer.Option("--json", help="JSON-lines events and a final JSON summary on stdout."),
+        typer.Option(
+            "--json",
+            rich_help_panel=OUTPUT,
+            help="JSON-lines events and a final JSON summary on stdout (docs/json.md).",
+        ),
     ] = False
     verbose: Annotated[
-        int, typer.Option("--verbose", "-v", count=True, help="More output (-vv: debug).")
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, rich_help_panel=OUTPUT, help="More output (-vv: debug)."
+        ),
     ] = 0
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            rich_help_panel=OUTPUT,
+            help="Errors only (the exit code says the rest).",
+        ),
+    ] = False
+    progress: Annotated[
+        bool,
+        typer.Option(
+            "--progress",
+            "-P",
+            rich_help_panel=OUTPUT,
+            help="Live progress display even when stderr is not a terminal.",
+        ),
+    ] = False
+    stats: Annotated[
+        float,
+        typer.Option(
+            "--stats",
+            min=0,
+            metavar="INTERVAL",
+            rich_help_panel=OUTPUT,
+            help="Without a terminal: a progress line every INTERVAL seconds (0: none).",
+        ),
+    ] = 10.0
+
+    def renderer(self, log: logging.Logger | None = None) -> Renderer:
+        """The renderer of ``copy`` and ``verify`` these options ask for."""
+        from finalcopy.cli.render.engine import engine_renderer
+
+        return engine_renderer(
+            self.json_output,
+            self.verbose > 0,
+            quiet=self.quiet,
+            live=self.progress,
+            interval=self.stats,
+            log=log,
+        )
 
 
 # -- flattening ---------------------------------------------------------------------------
+
+
+PANELS = (WHAT, VERIFICATION, DESTINATION, OUTPUT, PERFORMANCE)
+
+
+def _panel_rank(param: inspect.Parameter) -> int:
+    for meta in getattr(param.annotation, "__metadata__", ()):
+        panel = getattr(meta, "rich_help_panel", None)
+        if panel in PANELS:
+            return PANELS.index(panel)
+    return -1
 
 
 def with_option_blocks(command: Callable[..., R]) -> Callable[..., R]:
@@ -257,6 +380,7 @@ def with_option_blocks(command: Callable[..., R]) -> Callable[..., R]:
                     annotation=hints[field.name],
                 )
             )
+    flat.sort(key=_panel_rank)  # stable: arguments first, then the panels in their order
     names = [param.name for param in flat]
     if len(names) != len(set(names)):
         raise TypeError(f"{command.__name__}: an option name appears twice in {names}")

@@ -1,7 +1,8 @@
 """What every command does around its work: exit codes, one error style, logging, signals.
 
-Exit codes (the README's table): 0 ok, 1 some files or projects failed or
-differ, 2 usage error, 3 destination unusable, 130 interrupted.
+Exit codes (the README's table) are defined with the errors they stand for,
+in :mod:`finalcopy.errors`: 0 ok, 1 some files or projects failed or differ,
+2 usage error, 3 destination unusable, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,34 +12,19 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import typer
 
-from finalcopy.errors import (
-    DestinationUnusable,
-    FinalcopyError,
-    HostKeyError,
-    Interrupted,
-    NoSpaceError,
-    SourceError,
-    UsageError,
-    unwrap_group,
-)
+from finalcopy.errors import EXIT_USAGE, FinalcopyError, Interrupted, unwrap_group
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DESTINATION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 T = TypeVar("T")
 
 
 def exit_code_for(exc: FinalcopyError | Interrupted) -> int:
-    """The exit code an error that ends a command stands for."""
-    if isinstance(exc, Interrupted):
-        return EXIT_INTERRUPTED
-    if isinstance(exc, UsageError | SourceError):
-        return EXIT_USAGE
-    if isinstance(exc, DestinationUnusable | HostKeyError | NoSpaceError):
-        return EXIT_DESTINATION
-    return EXIT_FAILED
+    """The exit code an error that ends a command stands for (see :mod:`finalcopy.errors`)."""
+    return exc.exit_code
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -47,10 +33,51 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def setup_logging(verbose: int) -> None:
-    """Warnings by default, ``-v`` info, ``-vv`` debug; on stderr, beside the progress."""
+class _Stderr:
+    """``sys.stderr`` as it is at each write: under a live display, rich's proxy, which
+    prints log lines above the bars instead of through them."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def setup_logging(
+    verbose: int, quiet: bool = False, log_file: Path | None = None
+) -> logging.Logger | None:
+    """Warnings by default, ``-v`` info, ``-vv`` debug, ``-q`` errors; on stderr.
+
+    ``log_file`` also receives every record from info up (debug with ``-vv``),
+    in the log format of ``finalcopy run``; the logger returned writes there only
+    (for what the renderer shows: files, failures, the summary).
+    """
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    if quiet:
+        level = logging.ERROR
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=_Stderr())
+    if log_file is not None:
+        from finalcopy.finalize.logs import DATE_FORMAT, FORMAT
+
+        try:
+            to_file = logging.FileHandler(log_file, encoding="utf-8")
+        except OSError as exc:
+            fail(f"--log-file '{log_file}': {exc.strerror or exc}", EXIT_USAGE)
+        to_file.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+        to_file.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+        root = logging.getLogger()
+        for handler in root.handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.level < level:
+                handler.setLevel(level)  # the console keeps its own level
+        root.addHandler(to_file)
+        root.setLevel(min(root.level, to_file.level))
+        shown = logging.getLogger("finalcopy.cli.log")
+        shown.propagate = False
+        shown.setLevel(logging.INFO)
+        shown.addHandler(to_file)
+        return shown
+    return None
 
 
 def run_cancellable(func: Callable[[threading.Event], Awaitable[T]]) -> T:
@@ -72,7 +99,10 @@ def run_cancellable(func: Callable[[threading.Event], Awaitable[T]]) -> T:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for signum in signals:
                         name = signal.Signals(signum).name
-                        typer.echo(f"finalcopy: {name} received, stopping cleanly…", err=True)
+                        # sys.stderr at call time: under a live display, rich's proxy
+                        # prints it above the bars instead of under the next frame.
+                        print(f"finalcopy: {name} received, stopping cleanly…", file=sys.stderr)
+                        sys.stderr.flush()
                         cancel.set()
 
             tg.start_soon(watch_signals)

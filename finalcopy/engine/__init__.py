@@ -4,7 +4,7 @@ It knows nothing about videos or projects; :mod:`finalcopy.finalize` builds the
 pipeline step on top of it.
 """
 
-from finalcopy.engine.copier import CopyOptions, CopyReport, VerifyMode, copy_tree
+from finalcopy.engine.copier import copy_tree
 from finalcopy.engine.events import (
     BytesProgress,
     Event,
@@ -15,7 +15,9 @@ from finalcopy.engine.events import (
     Notice,
     PlanReady,
     Retry,
+    discard,
 )
+from finalcopy.engine.options import CopyOptions, CopyReport, VerifyMode
 from finalcopy.engine.plan import META_DIR
 from finalcopy.engine.source import ContentInspector
 from finalcopy.engine.verify import VerifyReport, verify_tree
@@ -37,5 +39,6 @@ __all__ = [
     "VerifyMode",
     "VerifyReport",
     "copy_tree",
+    "discard",
     "verify_tree",
 ]

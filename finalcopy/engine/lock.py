@@ -51,21 +51,13 @@ import anyio
 
 from finalcopy.backends.base import Backend, join
 from finalcopy.engine.plan import META_DIR
-from finalcopy.errors import DestinationError, FinalcopyError
+from finalcopy.errors import DestinationLocked, FinalcopyError, LockLost
 
 LOCK_NAME = "lock"
 OWNER_NAME = "owner.json"
 HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 15 * 60.0
 OWNER_MAX_BYTES = 4096
-
-
-class DestinationLocked(DestinationError):
-    """Another run holds the destination folder; nothing was written."""
-
-
-class LockLost(DestinationError):
-    """This run's lock was broken by another run; no destructive step was taken."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +151,11 @@ def _process_start(pid: int) -> int | None:
 
 
 class DestinationLock:
-    """The lock of one destination folder (``""``: the backend's root)."""
+    """The lock of one destination folder (``""``: the backend's root).
+
+    ``async with lock:`` holds it for the block (:meth:`acquire`, then
+    :meth:`release` even when the block is cancelled).
+    """
 
     def __init__(self, backend: Backend, folder: str, purpose: str) -> None:
         self.backend = backend
@@ -209,6 +205,14 @@ class DestinationLock:
             if not self.held:
                 with contextlib.suppress(FinalcopyError):
                     await self._remove(fresh)
+
+    async def __aenter__(self) -> DestinationLock:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.release()
 
     async def _read_owner(self) -> bytes | None:
         with contextlib.suppress(FinalcopyError):

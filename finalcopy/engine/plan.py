@@ -23,6 +23,8 @@ META_DIR = ".finalcopy"
 
 @dataclass(frozen=True)
 class PlannedFile:
+    """A regular file to copy, with the size, mode and mtime the walk saw."""
+
     path: str
     """Relative POSIX path, also the destination path."""
     source: Path
@@ -33,6 +35,8 @@ class PlannedFile:
 
 @dataclass(frozen=True)
 class PlannedDir:
+    """A folder to create (``""``: the source itself), sealed with its mode and mtime."""
+
     path: str
     mode: int
     mtime_ns: int
@@ -40,6 +44,8 @@ class PlannedDir:
 
 @dataclass(frozen=True)
 class PlannedLink:
+    """A symbolic link to recreate as a link, with its target as read (never followed)."""
+
     path: str
     target: str
 

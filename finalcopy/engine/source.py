@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from finalcopy.engine.plan import PlannedFile
 from finalcopy.errors import Interrupted, SourceError, source_error
 from finalcopy.hashing import Algorithm, Hasher
 
@@ -29,7 +30,8 @@ class ContentInspector(Protocol):
         """Called at end of file; raise :class:`SourceError` if the content is bad."""
 
 
-InspectorFactory = Callable[[str], "ContentInspector | None"]
+InspectorChooser = Callable[[str], Callable[[], ContentInspector] | None]
+"""Per relative path, a factory of the inspectors its chunks are fed to (or None)."""
 
 
 @dataclass(frozen=True)
@@ -203,3 +205,34 @@ class FileChunkSource:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+@dataclass(frozen=True)
+class SourceOpener:
+    """Opens the plan's files as :class:`FileChunkSource` objects, all read alike.
+
+    One algorithm, chunk size and cancel flag for every file; the inspectors
+    each file's chunks are fed to are chosen by its relative path.
+    """
+
+    algorithm: Algorithm
+    chunk_size: int
+    cancel: threading.Event
+    inspectors: InspectorChooser | None = None
+
+    def open(self, f: PlannedFile) -> FileChunkSource:
+        """A source over ``f``, opened at its first read."""
+        inspector = self.inspectors(f.path) if self.inspectors else None
+        return FileChunkSource(
+            f.source, f.size, self.algorithm, self.chunk_size, self.cancel, inspector
+        )
+
+    def digest(self, f: PlannedFile) -> str:
+        """The hash of the whole of ``f`` (blocking: run it in a worker thread)."""
+        source = self.open(f)
+        try:
+            while source.read_chunk():
+                pass
+        finally:
+            source.close()
+        return source.digest()

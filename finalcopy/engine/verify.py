@@ -1,7 +1,7 @@
 """Re-check a finished copy against its manifest, long after the copy ran.
 
 Everything read from ``DEST/.finalcopy/`` is untrusted: the files must be
-regular files of at most :data:`~finalcopy.engine.manifest.MAX_FILE_BYTES`,
+regular files of at most :data:`~finalcopy.engine.untrusted.MAX_FILE_BYTES`,
 a malformed manifest line is reported as an error (never followed), and only
 paths inside DEST are ever hashed: those the walk of DEST found.
 
@@ -22,17 +22,10 @@ import anyio
 
 from finalcopy.backends.base import Backend, is_temp_name, join
 from finalcopy.engine.events import BytesProgress, EventSink, FileFailed, FileFinished, discard
-from finalcopy.engine.manifest import (
-    MAX_FILE_BYTES,
-    NAMES_NAME,
-    STATE_NAME,
-    Parsed,
-    checker_can_name,
-    read_manifest,
-    read_names,
-    read_state,
-)
+from finalcopy.engine.manifest import checker_can_name, read_manifest
 from finalcopy.engine.plan import META_DIR
+from finalcopy.engine.state import NAMES_NAME, STATE_NAME, read_names, read_state
+from finalcopy.engine.untrusted import MAX_FILE_BYTES, Parsed
 from finalcopy.errors import FinalcopyError, VerificationError
 from finalcopy.hashing import ALGORITHMS, Algorithm
 

@@ -28,13 +28,9 @@ import anyio.to_thread
 from finalcopy.backends import Backend
 from finalcopy.backends.base import is_temp_name, join
 from finalcopy.engine import META_DIR, CopyOptions, CopyReport, EventSink, copy_tree
-from finalcopy.engine.manifest import (
-    STATE_NAME,
-    format_manifest,
-    format_state,
-    parse_manifest,
-    parse_state,
-)
+from finalcopy.engine.ledger import store_lines
+from finalcopy.engine.manifest import manifest_lines, parse_manifest
+from finalcopy.engine.state import STATE_NAME, parse_state, state_lines
 from finalcopy.errors import FinalcopyError, Interrupted
 from finalcopy.finalize.destination import free_name
 from finalcopy.finalize.metadir import check_private_dir
@@ -179,11 +175,11 @@ class ArchiveStep:
             new_state = await output.read_bytes(state_path) or b""
             digests = {**parse_manifest(old_manifest), **parse_manifest(new_manifest)}
             records = {**parse_state(old_state), **parse_state(new_state)}
-            await output.write_bytes(
-                manifest_path,
-                format_manifest(digests, algorithm=self.algorithm.name),
+            name = self.algorithm.name
+            await store_lines(
+                output, manifest_path, lambda: manifest_lines(digests, algorithm=name)
             )
-            await output.write_bytes(state_path, format_state(records.values()))
+            await store_lines(output, state_path, lambda: state_lines(records.values()))
         _raise_for(report, "restoring archived artifacts")
         return [rel for rel in missing if rel in report.digests], report
 

@@ -20,12 +20,11 @@ import anyio
 import anyio.to_thread
 
 from finalcopy.engine import ContentInspector, CopyReport, copy_tree
-from finalcopy.engine.manifest import NAMES_NAME, STATE_NAME
-from finalcopy.errors import FinalcopyError, Interrupted
+from finalcopy.engine.state import NAMES_NAME, STATE_NAME
+from finalcopy.errors import FinalcopyError, Interrupted, ProjectFailure
 from finalcopy.finalize.artifacts import inspector_factory, validate_file
 from finalcopy.finalize.context import FinalizationContext
 from finalcopy.finalize.discovery import assess
-from finalcopy.finalize.failures import ProjectFailure
 from finalcopy.finalize.report import ProjectResult
 from finalcopy.finalize.rollback import REPLACED_DIR, Rollback
 from finalcopy.finalize.target import stored_path
@@ -92,7 +91,7 @@ class ProjectCopy:
                     sorted(artifacts),
                     self.ctx.project_events(self.name, "archive"),
                 )
-            except (FinalcopyError, OSError) as exc:
+            except (FinalcopyError, Interrupted, OSError) as exc:
                 errors.append(exc)
                 return
             self.result.archive = folder
@@ -104,7 +103,7 @@ class ProjectCopy:
             tg.start_soon(archive)
             try:
                 report = await self._copy(artifacts)
-            except (FinalcopyError, OSError) as exc:
+            except (FinalcopyError, Interrupted, OSError) as exc:
                 errors.insert(0, exc)
         interrupted = [e for e in errors if isinstance(e, Interrupted)]
         if interrupted or errors:
@@ -174,8 +173,6 @@ class ProjectCopy:
                 self.target,
                 ctx.project_events(self.name, "restore"),
             )
-        except Interrupted:
-            raise
         except FinalcopyError as exc:
             self.warn(f"Restoring the archived analyses failed: {exc}")
             return

@@ -37,9 +37,8 @@ import anyio.to_thread
 from finalcopy.backends import Backend
 from finalcopy.engine import CopyReport
 from finalcopy.engine.source import SourceIdentity
-from finalcopy.errors import FinalcopyError
+from finalcopy.errors import FinalcopyError, ProjectFailure, UnsafeDeletion
 from finalcopy.finalize.changes import COARSE_NS, granularity_ns, provably_unchanged
-from finalcopy.finalize.failures import ProjectFailure, UnsafeDeletion
 from finalcopy.finalize.target import DestinationHold, stored_path
 from finalcopy.hashing import Algorithm, hash_path
 from finalcopy.paths import is_inside

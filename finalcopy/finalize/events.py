@@ -7,18 +7,19 @@ project-level events below bracket each project.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from finalcopy.engine import Event
+from finalcopy.engine import Event, EventSink
+
+PipelineSink = EventSink
+"""A finalization's listener: the engine's sink type, hearing both kinds of events."""
 
 
 @dataclass(frozen=True)
-class RunPlanned(Event):
+class RunPlanned(Event, kind="run_planned"):
     """Discovery is done: ``projects`` ready folders will be finalized."""
 
-    kind: str = field(init=False, default="run_planned")
     work_dir: str = ""
     destination: str = ""
     projects: tuple[str, ...] = ()
@@ -27,20 +28,20 @@ class RunPlanned(Event):
 
 
 @dataclass(frozen=True)
-class FolderNotReady(Event):
-    """A folder of the work directory is left alone this time, and why (``-v`` shows it)."""
+class AboutProject(Event):
+    """About one project, or one folder of the work directory that is not one.
 
-    kind: str = field(init=False, default="not_ready")
+    ``project`` is the folder's name, as in ``WORK_DIR/<project>`` and
+    ``OUTPUT/<project>``.
+    """
+
     project: str = ""
-    reason: str = ""
 
 
 @dataclass(frozen=True)
-class ProjectStarted(Event):
+class ProjectStarted(AboutProject, kind="project_started"):
     """A project is being finalized: ``index`` of ``total``, ``bytes`` to copy."""
 
-    kind: str = field(init=False, default="project_started")
-    project: str = ""
     index: int = 0
     total: int = 0
     bytes: int = 0
@@ -48,50 +49,47 @@ class ProjectStarted(Event):
 
 
 @dataclass(frozen=True)
-class ProjectDone(Event):
+class ProjectDone(AboutProject, kind="project_done"):
     """A project is finalized: copied, verified, its source deleted."""
 
-    kind: str = field(init=False, default="project_done")
-    project: str = ""
     destination: str = ""
     bytes: int = 0
     duration: float = 0.0
 
 
 @dataclass(frozen=True)
-class ProjectFailed(Event):
-    """A project is not finalized (failed or interrupted); its source is kept."""
+class ProjectNote(AboutProject):
+    """What happened to a project (or folder), and why.
 
-    kind: str = field(init=False, default="project_failed")
-    project: str = ""
+    ``not_ready``: a folder of the work directory is left alone this time
+    (``-v`` shows it); ``project_failed``: not finalized (failed or
+    interrupted), its source is kept; ``project_skipped``: not attempted
+    (another run holds it, or it vanished or is no longer ready).
+    """
+
     reason: str = ""
 
 
+# No fields of their own: ProjectNote's dataclass serves them.
+class FolderNotReady(ProjectNote, kind="not_ready"):
+    """A folder is not a ready project this time."""
+
+
+class ProjectFailed(ProjectNote, kind="project_failed"):
+    """A project is not finalized; its source is kept."""
+
+
+class ProjectSkipped(ProjectNote, kind="project_skipped"):
+    """A project was not attempted."""
+
+
 @dataclass(frozen=True)
-class ProjectSkipped(Event):
-    """A project was not attempted: another run holds it, or it vanished or is no longer ready."""
-
-    kind: str = field(init=False, default="project_skipped")
-    project: str = ""
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class ProjectEvent(Event):
+class ProjectEvent(AboutProject, kind="engine"):
     """An engine event of one project's ``phase``; its dict is the engine's plus both tags."""
 
-    kind: str = field(init=False, default="engine")
-    project: str = ""
     phase: str = ""
     event: Event | None = None
 
     def to_dict(self) -> dict[str, Any]:
         inner = self.event.to_dict() if self.event is not None else {}
         return {**inner, "project": self.project, "phase": self.phase}
-
-
-PipelineSink = Callable[[Event], None]
-
-
-def discard(event: Event) -> None:
-    """The sink used when nobody listens."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 
 from finalcopy.backends import DestinationOptions, open_backend
-from finalcopy.engine import Event, Notice
+from finalcopy.engine import Event, Notice, discard
 from finalcopy.errors import FinalcopyError
 from finalcopy.finalize import logs
 from finalcopy.finalize.archive import ArchiveStep
@@ -34,7 +34,6 @@ from finalcopy.finalize.events import (
     ProjectSkipped,
     ProjectStarted,
     RunPlanned,
-    discard,
 )
 from finalcopy.finalize.journal import Journal
 from finalcopy.finalize.project import ProjectFinalizer

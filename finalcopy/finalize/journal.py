@@ -47,8 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from finalcopy.errors import FinalcopyError
-from finalcopy.finalize.failures import ProjectFailure
+from finalcopy.errors import FinalcopyError, ProjectFailure
 from finalcopy.finalize.metadir import private_dir
 from finalcopy.smallfiles import read_small_at, sync_dir, write_atomic_at
 

@@ -19,8 +19,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from finalcopy.errors import FinalcopyError
-from finalcopy.finalize.failures import UnsafeMetadata
+from finalcopy.errors import FinalcopyError, UnsafeMetadata
 
 NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from finalcopy.engine import BytesProgress, Event, Notice
+from finalcopy.engine.options import timing
+from finalcopy.errors import EXIT_DESTINATION, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from finalcopy.finalize.events import (
     ProjectDone,
     ProjectEvent,
@@ -26,7 +28,6 @@ from finalcopy.finalize.events import (
 from finalcopy.smallfiles import write_atomic
 
 SCHEMA = 1
-EXIT_OK, EXIT_FAILED, EXIT_DESTINATION, EXIT_INTERRUPTED = 0, 1, 3, 130
 
 ProjectStatus = Literal["finalized", "failed", "skipped", "interrupted", "planned"]
 FinalizationState = Literal["running", "done", "failed", "interrupted"]
@@ -101,10 +102,7 @@ class ProjectResult:
             "files": self.files,
             "bytes": self.bytes,
             "bytes_copied": self.bytes_copied,
-            "duration": round(self.duration, 3),
-            "throughput_bytes_per_s": round(self.bytes_copied / self.duration)
-            if self.duration > 0
-            else 0,
+            **timing(self.bytes_copied, self.duration),
             "source_deleted": self.source_deleted,
             "restored": self.restored,
             "warnings": self.warnings,

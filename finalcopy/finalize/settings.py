@@ -126,6 +126,14 @@ class Settings:
         the first of: ``output_dir`` option, ``cache_root_dir`` option,
         ``OUTPUT_DIR``, ``CACHE_ROOT_DIR``, ``/mnt/cache``.
         """
+        valid = {f.name for f in fields(cls)} - {"output", "fallback_output"}
+        valid |= {"output_dir", "cache_root_dir", "fallback_output_dir"}
+        unknown = sorted(set(options or {}) - valid)
+        if unknown:
+            raise UsageError(
+                f"unknown setting(s) {', '.join(repr(k) for k in unknown)}; "
+                f"valid settings: {', '.join(sorted(valid))}"
+            )
         opts = {k: v for k, v in (options or {}).items() if v is not None}
         environ = os.environ if env is None else env
 

@@ -10,8 +10,7 @@ idempotent, so a re-run after a crash between the two renames finishes them.
 from __future__ import annotations
 
 from finalcopy.backends import Backend
-from finalcopy.errors import FinalcopyError
-from finalcopy.finalize.failures import ProjectFailure
+from finalcopy.errors import FinalcopyError, ProjectFailure
 from finalcopy.finalize.target import DestinationHold
 
 

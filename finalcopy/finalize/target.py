@@ -20,9 +20,8 @@ from finalcopy.backends import Backend
 from finalcopy.backends.base import join
 from finalcopy.engine import META_DIR
 from finalcopy.engine.lock import HEARTBEAT_SECONDS, DestinationLock
-from finalcopy.errors import FinalcopyError
+from finalcopy.errors import FinalcopyError, ProjectFailure
 from finalcopy.finalize.destination import free_name
-from finalcopy.finalize.failures import ProjectFailure
 from finalcopy.finalize.journal import JournalEntry
 from finalcopy.finalize.settings import OnExisting
 

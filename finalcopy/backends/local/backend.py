@@ -23,10 +23,11 @@ import anyio.to_thread
 from finalcopy.backends.base import (
     NEW_FILE_MODE,
     Backend,
+    Batch,
     Capabilities,
     DestStat,
     FileTransfer,
-    RetryListener,
+    OnRetry,
     TempWriter,
     entry_kind,
     fresh_temp_name,
@@ -38,7 +39,7 @@ from finalcopy.backends.local.folders import (
     split_path,
 )
 from finalcopy.backends.local.writer import LocalTempWriter, write_chunks, write_coalesced
-from finalcopy.errors import DestinationError, FinalcopyError, Interrupted, os_errors
+from finalcopy.errors import DestinationError, FinalcopyError, os_errors
 from finalcopy.hashing import Algorithm, hash_open_file
 
 #: What ``fsync`` on a folder says where the file system does not do it (some FUSE ones).
@@ -276,11 +277,7 @@ class LocalBackend(Backend):
         return None
 
     async def put_files(
-        self,
-        transfers: Sequence[FileTransfer],
-        algorithm: Algorithm,
-        *,
-        on_retry: RetryListener | None = None,
+        self, transfers: Batch, algorithm: Algorithm, *, on_retry: OnRetry = None
     ) -> None:
         # One thread hop for the whole batch: the per-file cost of small files
         # is dominated by event-loop round trips otherwise.
@@ -291,8 +288,6 @@ class LocalBackend(Backend):
             for transfer in transfers:
                 try:
                     self._put_blocking(transfer, algorithm, folders)
-                except Interrupted:
-                    raise
                 except FinalcopyError as exc:
                     transfer.error = exc
 

@@ -38,7 +38,7 @@ from finalcopy.backends.local.backend import LocalBackend
 from finalcopy.backends.local.folders import create_exclusive, create_temp_file
 from finalcopy.backends.local.nometadata import NoMetadataBackend
 from finalcopy.backends.options import DestinationOptions, MetadataMode
-from finalcopy.paths import nearest_existing
+from finalcopy.paths import is_inside, nearest_existing
 
 __all__ = [
     "NO_METADATA_FS_TYPES",
@@ -124,7 +124,7 @@ def _from_mountinfo(target: Path) -> tuple[str, Path] | None:
         if not sep or len(fields) < 5 or not after:
             continue
         mount_point = Path(_unescape_mount_field(fields[4]))
-        if target != mount_point and mount_point not in target.parents:
+        if not is_inside(target, mount_point):
             continue
         entry = (after[0], mount_point)
         by_prefix.append(entry)

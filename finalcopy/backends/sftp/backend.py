@@ -23,10 +23,10 @@ import asyncssh
 
 from finalcopy.backends.base import (
     Backend,
+    Batch,
     Capabilities,
     DestStat,
-    FileTransfer,
-    RetryListener,
+    OnRetry,
     TempWriter,
     fresh_temp_name,
 )
@@ -305,11 +305,7 @@ class SftpBackend(Backend):
         return await self.hashes.hash_file(path, algorithm)
 
     async def put_files(
-        self,
-        transfers: Sequence[FileTransfer],
-        algorithm: Algorithm,
-        *,
-        on_retry: RetryListener | None = None,
+        self, transfers: Batch, algorithm: Algorithm, *, on_retry: OnRetry = None
     ) -> None:
         await self.uploader.put_files(transfers, algorithm, on_retry)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -38,6 +39,8 @@ from finalcopy.backends.sftp.shell import HashTools, ShellPool
 from finalcopy.errors import ConnectionLostError, DestinationError, DestinationUnusable
 
 logger = logging.getLogger("finalcopy.sftp")
+#: getaddrinfo's "no such host": permanent, never retried.
+_NO_SUCH_HOST = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 
 _T = TypeVar("_T")
 
@@ -302,7 +305,9 @@ class Link:
                     conn.abort()
                 if not isinstance(exc, Exception):
                     raise
-                if not is_connection_error(exc) or attempt >= self.attempts:
+                # A name that does not resolve will not resolve on retry either.
+                no_such_host = isinstance(exc, socket.gaierror) and exc.errno in _NO_SUCH_HOST
+                if not is_connection_error(exc) or attempt >= self.attempts or no_such_host:
                     hint = (
                         "; if the server's host key type changed, check known_hosts"
                         if isinstance(exc, asyncssh.KeyExchangeFailed)

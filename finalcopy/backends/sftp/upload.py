@@ -32,7 +32,14 @@ import anyio
 import anyio.to_thread
 import asyncssh
 
-from finalcopy.backends.base import NEW_FILE_MODE, READ_CHUNKS, FileTransfer, RetryListener
+from finalcopy.backends.base import (
+    NEW_FILE_MODE,
+    READ_CHUNKS,
+    Batch,
+    FileTransfer,
+    OnRetry,
+    RetryListener,
+)
 from finalcopy.backends.sftp.attrs import kind_of
 from finalcopy.backends.sftp.connection import Session, limited
 from finalcopy.backends.sftp.digests import ServerHashes
@@ -88,10 +95,7 @@ class Uploader:
         self._streams = anyio.CapacityLimiter(STREAMS)
 
     async def put_files(
-        self,
-        transfers: Sequence[FileTransfer],
-        algorithm: Algorithm,
-        on_retry: RetryListener | None = None,
+        self, transfers: Batch, algorithm: Algorithm, on_retry: OnRetry = None
     ) -> None:
         """:meth:`~finalcopy.backends.base.Backend.put_files`, pipelined on one connection."""
         interrupted = False

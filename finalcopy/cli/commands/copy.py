@@ -8,21 +8,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from finalcopy.cli.destination import check_destination, check_not_a_file
 from finalcopy.cli.options import (
+    Checksum,
     FilesystemOptions,
     Jobs,
+    LogFile,
     OutputOptions,
     SshOptions,
     TransferOptions,
+    dry_run_option,
     with_option_blocks,
 )
-from finalcopy.cli.runtime import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    run_cancellable,
-    setup_logging,
-)
+from finalcopy.cli.runtime import run_cancellable, setup_logging
+from finalcopy.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 if TYPE_CHECKING:
     from finalcopy.engine import CopyReport
@@ -36,14 +35,11 @@ def copy_command(
     ],
     transfer: TransferOptions,
     jobs: Jobs = 4,
-    checksum: Annotated[
-        bool, typer.Option("--checksum", "-c", help="Decide what to skip by hashing both sides.")
-    ] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", "-n", help="Show what would be copied.")
-    ] = False,
+    checksum: Checksum = False,
+    dry_run: Annotated[bool, dry_run_option("Show what would be copied; write nothing.")] = False,
     *,
     output: OutputOptions,
+    log_file: LogFile = None,
     filesystem: FilesystemOptions,
     ssh: SshOptions,
 ) -> None:
@@ -53,19 +49,20 @@ def copy_command(
     The manifest DEST/.finalcopy/manifest.<hash> can be checked with b3sum -c,
     sha256sum -c or xxh128sum -c from inside DEST.
     """
+    check_destination(dest)  # before anything heavy: a typo is answered at once
     # Imported here, not at the top: `finalcopy --help` needs none of them.
     from finalcopy.backends import open_backend
-    from finalcopy.cli.render.engine import engine_renderer
     from finalcopy.cli.render.summary import copy_summary
     from finalcopy.engine import copy_tree
 
-    setup_logging(output.verbose)
+    log = setup_logging(output.verbose, output.quiet, log_file)
     options = transfer.copy_options(jobs, checksum=checksum, dry_run=dry_run)
     dest_options = ssh.destination_options(jobs, filesystem)
-    renderer = engine_renderer(output.json_output, output.verbose > 0)
+    renderer = output.renderer(log)
 
     async def work(cancel: threading.Event) -> CopyReport:
         options.validate()
+        check_not_a_file(dest)
         backend = await open_backend(dest, dest_options)
         async with backend:
             with renderer:

@@ -10,7 +10,8 @@ import typer
 
 from finalcopy.cli.commands.run import finalize
 from finalcopy.cli.options import OutputOptions, with_option_blocks
-from finalcopy.cli.runtime import EXIT_USAGE, fail
+from finalcopy.cli.runtime import fail
+from finalcopy.errors import EXIT_USAGE
 
 
 @with_option_blocks

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,16 +18,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from finalcopy.cli.choices import ModeChoice, OnExistingChoice
+from finalcopy.cli.destination import check_destination
 from finalcopy.cli.options import (
+    DESTINATION,
+    OUTPUT,
+    WHAT,
+    Checksum,
     FilesystemOptions,
     Jobs,
     OptionBlock,
     OutputOptions,
     SshOptions,
     TransferOptions,
+    dry_run_option,
     with_option_blocks,
 )
-from finalcopy.cli.runtime import EXIT_USAGE, fail, run_cancellable
+from finalcopy.cli.runtime import fail, run_cancellable
+from finalcopy.errors import EXIT_USAGE
 
 if TYPE_CHECKING:
     from finalcopy.finalize import FinalizationReport
@@ -40,6 +49,7 @@ class PipelineOptions(OptionBlock):
         str | None,
         typer.Option(
             "--output-dir",
+            rich_help_panel=DESTINATION,
             envvar="OUTPUT_DIR",
             help="Destination (path, sftp:// URL or user@host:path); overrides CACHE_ROOT_DIR.",
         ),
@@ -48,6 +58,7 @@ class PipelineOptions(OptionBlock):
         str,
         typer.Option(
             "--cache-root-dir",
+            rich_help_panel=DESTINATION,
             envvar="CACHE_ROOT_DIR",
             help="Final storage root, used when no OUTPUT_DIR is given. Must exist.",
         ),
@@ -56,6 +67,7 @@ class PipelineOptions(OptionBlock):
         Path | None,
         typer.Option(
             "--fallback-output-dir",
+            rich_help_panel=DESTINATION,
             envvar="FALLBACK_OUTPUT_DIR",
             help="Used when the output is not writable (must exist); then BASE/_finalized_output.",
         ),
@@ -64,6 +76,7 @@ class PipelineOptions(OptionBlock):
         bool,
         typer.Option(
             "--no-fallback/--fallback",
+            rich_help_panel=DESTINATION,
             envvar="FINALIZE_NO_FALLBACK",
             help="An unusable output is an error (exit 3, nothing touched) instead of a "
             "fallback to FALLBACK_OUTPUT_DIR or BASE/_finalized_output. A fallback, when "
@@ -74,60 +87,80 @@ class PipelineOptions(OptionBlock):
         Path | None,
         typer.Option(
             "--archives-dir",
+            rich_help_panel=DESTINATION,
             envvar="ARCHIVES_DIR",
             help="Where analysis artifacts are archived, never deleted (default: BASE/archives).",
         ),
     ] = None
     mode: Annotated[
-        str,
+        ModeChoice,
         typer.Option(
             "--mode",
+            rich_help_panel=WHAT,
+            case_sensitive=False,
             envvar="FINALIZE_MODE",
             help="Readiness: strict (scenes+tracking), lenient (any artifact), videos (any video).",
         ),
-    ] = "lenient"
+    ] = ModeChoice.lenient
     restore_archives: Annotated[
         bool,
         typer.Option(
             "--restore-archives/--no-restore-archives",
+            rich_help_panel=WHAT,
             envvar="RESTORE_ARCHIVES_TO_OUTPUT",
             help="Copy archived artifacts the project lacks into its output folder.",
         ),
     ] = False
     log_dir: Annotated[
         Path | None,
-        typer.Option("--log-dir", envvar="LOG_DIR", help="Log folder (default: BASE/logs/step7)."),
+        typer.Option(
+            "--log-dir",
+            rich_help_panel=OUTPUT,
+            envvar="LOG_DIR",
+            help="Log folder (default: BASE/logs/step7).",
+        ),
     ] = None
     debug: Annotated[
-        bool, typer.Option("--debug/--no-debug", envvar="DEBUG", help="Debug-level log file.")
+        bool,
+        typer.Option(
+            "--debug", rich_help_panel=OUTPUT, envvar="DEBUG", help="Debug-level log file."
+        ),
     ] = False
     base_dir: Annotated[
         Path | None,
         typer.Option(
             "--base-dir",
+            rich_help_panel=DESTINATION,
             envvar="FINALCOPY_BASE_DIR",
             help="Pipeline root holding _finalized_output/, logs/, archives/ "
             "(default: parent of the work directory).",
         ),
     ] = None
     on_existing: Annotated[
-        str,
+        OnExistingChoice,
         typer.Option(
             "--on-existing",
+            rich_help_panel=WHAT,
+            case_sensitive=False,
             envvar="FINALCOPY_ON_EXISTING",
             help="When OUTPUT/<project> exists: merge (files replaced atomically, others kept), "
             "replace (swap once the new copy is verified), rename (new <name>__finalized_<time>).",
         ),
-    ] = "merge"
+    ] = OnExistingChoice.MERGE
 
     def given(self, ctx: typer.Context) -> dict[str, Any]:
         """The values typed on the command line (not taken from the environment or defaults)."""
         return {
-            field.name: getattr(self, field.name)
+            field.name: _plain(getattr(self, field.name))
             for field in dataclasses.fields(self)
             # By name: typer vendors click, so the enum's class is not importable reliably.
             if getattr(ctx.get_parameter_source(field.name), "name", None) == "COMMANDLINE"
         }
+
+
+def _plain(value: Any) -> Any:
+    """An enum choice as the plain string the settings take."""
+    return str(value) if isinstance(value, enum.Enum) else value
 
 
 @with_option_blocks
@@ -140,16 +173,17 @@ def run_command(
     *,
     pipeline: PipelineOptions,
     report: Annotated[
-        Path | None, typer.Option("--report", help="Also write the final JSON report here.")
+        Path | None,
+        typer.Option(
+            "--report", rich_help_panel=OUTPUT, help="Also write the final JSON report here."
+        ),
     ] = None,
     dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run", "-n", help="List what would be finalized and why; touch nothing."
-        ),
+        bool, dry_run_option("List what would be finalized and why; touch nothing.")
     ] = False,
     transfer: TransferOptions,
     jobs: Jobs = 4,
+    checksum: Checksum = False,
     output: OutputOptions,
     filesystem: FilesystemOptions,
     ssh: SshOptions,
@@ -162,12 +196,14 @@ def run_command(
     130 interrupted. See docs/run.md.
     """
     options = pipeline.given(ctx)
+    if options.get("output_dir"):
+        check_destination(options["output_dir"], "--output-dir")
     options.update(
         work_dir=work_dir,
         dry_run=dry_run,
         verbose=output.verbose > 0,
         report_path=report,
-        copy=transfer.copy_options(jobs),
+        copy=transfer.copy_options(jobs, checksum=checksum),
         destination=ssh.destination_options(jobs, filesystem),
     )
     raise typer.Exit(finalize(options, output))
@@ -185,7 +221,13 @@ def finalize(options: dict[str, Any], output: OutputOptions) -> int:
         settings = Settings.resolve(options)
     except UsageError as exc:
         fail(str(exc), EXIT_USAGE)
-    renderer = finalize_renderer(output.json_output, output.verbose > 0)
+    renderer = finalize_renderer(
+        output.json_output,
+        output.verbose > 0,
+        quiet=output.quiet,
+        live=output.progress,
+        interval=output.stats,
+    )
 
     async def work(cancel: threading.Event) -> FinalizationReport:
         with renderer:

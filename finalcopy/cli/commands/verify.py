@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from finalcopy.cli.options import Jobs, OutputOptions, SshOptions, with_option_blocks
-from finalcopy.cli.runtime import EXIT_FAILED, EXIT_OK, run_cancellable, setup_logging
+from finalcopy.cli.destination import check_destination
+from finalcopy.cli.options import Jobs, LogFile, OutputOptions, SshOptions, with_option_blocks
+from finalcopy.cli.runtime import run_cancellable, setup_logging
+from finalcopy.errors import EXIT_FAILED, EXIT_OK
 
 if TYPE_CHECKING:
     from finalcopy.engine import VerifyReport
@@ -20,21 +22,22 @@ def verify_command(
     jobs: Jobs = 4,
     *,
     output: OutputOptions,
+    log_file: LogFile = None,
     ssh: SshOptions,
 ) -> None:
     """Re-hash every file listed in DEST's manifest; report missing, changed and unexpected files.
 
     Exit 0 when everything matches, 1 on any difference.
     """
+    check_destination(dest)  # before anything heavy: a typo is answered at once
     # Imported here, not at the top: `finalcopy --help` needs none of them.
     from finalcopy.backends import open_backend
-    from finalcopy.cli.render.engine import engine_renderer
     from finalcopy.cli.render.summary import verify_summary
     from finalcopy.engine import verify_tree
 
-    setup_logging(output.verbose)
+    log = setup_logging(output.verbose, output.quiet, log_file)
     dest_options = ssh.destination_options(jobs)
-    renderer = engine_renderer(output.json_output, output.verbose > 0)
+    renderer = output.renderer(log)
 
     async def work(cancel: threading.Event) -> VerifyReport:
         backend = await open_backend(dest, dest_options)

@@ -13,10 +13,10 @@ from typing import Any
 from rich.markup import escape
 from rich.progress import TaskID
 
-from finalcopy.cli.render.base import Renderer, warn
-from finalcopy.cli.render.engine import JsonRenderer, PlainRenderer
-from finalcopy.cli.render.progress import progress_display, task_total
-from finalcopy.engine.events import BytesProgress, Event, Notice
+from finalcopy.cli.render.base import Output, Renderer, warn
+from finalcopy.cli.render.engine import JsonRenderer, PlainRenderer, QuietRenderer
+from finalcopy.cli.render.progress import LiveDisplay, progress_display, task_total
+from finalcopy.engine.events import BytesProgress, Event, FileFailed, Notice
 from finalcopy.finalize.events import (
     FolderNotReady,
     ProjectDone,
@@ -35,12 +35,25 @@ def _warn_unless_logged(event: Notice, verbose: bool) -> None:
         warn(event.message)
 
 
-class PlainFinalizeRenderer:
-    """Plain lines, with the original script's console lines verbatim for those who grep them."""
+def _failure(reason: str, shown: list[str]) -> str:
+    """A project's failure, without repeating the file failure already printed above it."""
+    return "failed (the file failure above)" if any(e and e in reason for e in shown) else reason
 
-    def __init__(self, verbose: bool) -> None:
+
+def _label(reason: str) -> str:
+    """An interrupted project is not a failed one (the summary counts them apart)."""
+    return "INTERRUPTED" if reason.startswith("interrupted") else "FAILED"
+
+
+class PlainFinalizeRenderer:
+    """Plain lines: the original script's console lines verbatim on stdout, as it printed
+    them, then the summary; failures, progress and diagnostics on stderr."""
+
+    def __init__(self, verbose: bool, interval: float = 10.0, quiet: bool = False) -> None:
         self.verbose = verbose
-        self.engine = PlainRenderer(verbose=verbose)
+        self.quiet = quiet
+        self.engine = QuietRenderer() if quiet else PlainRenderer(verbose, interval=interval)
+        self.shown: list[str] = []
 
     def __enter__(self) -> PlainFinalizeRenderer:
         return self
@@ -49,100 +62,127 @@ class PlainFinalizeRenderer:
         sys.stdout.flush()
 
     def line(self, text: str) -> None:
-        self.engine.line(text)
+        if not self.quiet:
+            self.engine.line(text)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunPlanned):
             self.line(COUNT.format(n=len(event.projects)))
         elif isinstance(event, ProjectStarted):
+            self.shown.clear()
             self.line(CONSOLE_IN_PROGRESS.format(p=event.project))
         elif isinstance(event, ProjectDone):
             self.line(PROJECT_DONE.format(p=event.project))
         elif isinstance(event, ProjectFailed):
-            self.line(f"FAILED '{event.project}': {event.reason}")
+            label = _label(event.reason)
+            self.engine.note(f"{label} '{event.project}': {_failure(event.reason, self.shown)}")
         elif isinstance(event, ProjectSkipped):
-            self.line(f"skipped '{event.project}': {event.reason}")
+            if not self.quiet:
+                self.engine.note(f"skipped '{event.project}': {event.reason}")
         elif isinstance(event, FolderNotReady):
             if self.verbose:
-                self.line(f"not ready: '{event.project}': {event.reason}")
+                self.engine.note(f"not ready: '{event.project}': {event.reason}")
         elif isinstance(event, ProjectEvent) and event.event is not None:
             self._engine(event.phase, event.event)
-        elif isinstance(event, Notice):
+        elif isinstance(event, Notice) and not self.quiet:
             _warn_unless_logged(event, self.verbose)
 
     def _engine(self, phase: str, event: Event) -> None:
         # Archive and restore copies are small: only their failures and warnings show.
         if phase == "copy" or event.kind in ("file_failed", "notice", "retry"):
             self.engine(event)
+        if isinstance(event, FileFailed):
+            self.shown.append(event.error)
 
     def summary(self, data: dict[str, Any], lines: list[str]) -> None:
-        for text in lines:
-            self.line(text)
+        self.engine.summary(data, lines)
 
 
-class RichFinalizeRenderer:
+class RichFinalizeRenderer(LiveDisplay):
     """On a terminal: one bar for the whole run, one for the project being finalized."""
 
-    def __init__(self, verbose: bool) -> None:
+    def __init__(self, verbose: bool, force: bool = False) -> None:
         self.verbose = verbose
-        self.progress = progress_display()
+        self.progress = progress_display(force=force)
         self.overall: TaskID | None = None
         self.project: TaskID | None = None
         self.before = 0
+        self.done = 0
+        self.total = 0
+        self.out = Output(sys.stdout)
+        self.shown: list[str] = []
 
-    def __enter__(self) -> RichFinalizeRenderer:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.progress.stop()
-
-    def print(self, text: str) -> None:
-        self.progress.console.print(text, highlight=False)
+    def _projects(self) -> str:
+        return f"{self.done}/{self.total} projects"
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunPlanned):
             self.print(COUNT.format(n=len(event.projects)))
+            self.total = len(event.projects)
             if not event.dry_run:
-                self.overall = self.progress.add_task("total", total=event.bytes)
+                self.overall = self.progress.add_task(
+                    "total", total=event.bytes, files=self._projects()
+                )
         elif isinstance(event, ProjectStarted):
-            self.print(CONSOLE_IN_PROGRESS.format(p=event.project))
-            self.project = self.progress.add_task(event.project, total=event.bytes)
+            self.shown.clear()
+            self.print(escape(CONSOLE_IN_PROGRESS.format(p=event.project)))
+            self.project = self.progress.add_task(
+                escape(event.project), total=event.bytes, stage="archiving"
+            )
         elif isinstance(event, ProjectDone | ProjectFailed | ProjectSkipped):
             self._project_ended(event)
         elif isinstance(event, FolderNotReady):
             if self.verbose:
-                self.print(f"[dim]not ready: '{event.project}': {event.reason}[/dim]")
+                self.print(f"[dim]not ready: '{escape(event.project)}': {escape(event.reason)}")
         elif isinstance(event, Notice):
             if event.level == "warning" and not self.verbose:
                 self.print(f"[bold yellow]WARNING:[/bold yellow] {escape(event.message)}")
         elif isinstance(event, ProjectEvent) and event.phase == "copy":
             inner = event.event
             if isinstance(inner, BytesProgress) and self.project is not None:
-                self.progress.update(self.project, completed=inner.done, total=inner.total)
+                proving = inner.done >= inner.total or any(d >= n for _, d, n in inner.active)
+                self.progress.update(
+                    self.project,
+                    completed=inner.done,
+                    total=inner.total,
+                    stage="verifying" if proving else "copying",
+                )
                 if self.overall is not None:
                     self.progress.update(self.overall, completed=self.before + inner.done)
             elif inner is not None and inner.kind == "file_failed":
                 data = inner.to_dict()
-                self.print(f"[red]FAILED[/red] {event.project}/{data['path']}: {data['error']}")
+                self.shown.append(str(data["error"]))
+                self.print(
+                    f"[red]FAILED[/red] {escape(event.project)}/{escape(str(data['path']))}: "
+                    f"{escape(str(data['error']))}"
+                )
 
     def _project_ended(self, event: ProjectDone | ProjectFailed | ProjectSkipped) -> None:
+        name = escape(event.project)
         if isinstance(event, ProjectDone):
-            self.print(PROJECT_DONE.format(p=event.project))
+            self.print(escape(PROJECT_DONE.format(p=event.project)))
         elif isinstance(event, ProjectFailed):
-            self.print(f"[red]FAILED[/red] '{event.project}': {event.reason}")
+            why = escape(_failure(event.reason, self.shown))
+            self.print(f"[red]{_label(event.reason)}[/red] '{name}': {why}")
         else:
-            self.print(f"[yellow]skipped[/yellow] '{event.project}': {event.reason}")
+            self.print(f"[yellow]skipped[/yellow] '{name}': {escape(event.reason)}")
+        self.done += 1
         if self.project is not None:
-            self.before += task_total(self.progress, self.project)
+            size = task_total(self.progress, self.project)
+            self.before += size
+            if isinstance(event, ProjectDone):
+                self.progress.update(self.project, completed=size, stage="done")
             self.progress.remove_task(self.project)
             self.project = None
         if self.overall is not None:
-            self.progress.update(self.overall, completed=self.before)
+            self.progress.update(self.overall, completed=self.before, files=self._projects())
 
     def summary(self, data: dict[str, Any], lines: list[str]) -> None:
+        """Stop the display, then the summary on stdout: the last thing on screen."""
+        self.progress.refresh()
+        self.progress.stop()
         for text in lines:
-            self.print(text)
+            self.out.write(text + "\n")
 
 
 class JsonFinalizeRenderer:
@@ -170,10 +210,17 @@ class JsonFinalizeRenderer:
         self.json.emit(data)  # the report itself: kind finalize_report
 
 
-def finalize_renderer(json_output: bool, verbose: bool) -> Renderer:
-    """Rich on a terminal, the original's plain lines otherwise, JSON lines on request."""
+def finalize_renderer(
+    json_output: bool,
+    verbose: bool,
+    *,
+    quiet: bool = False,
+    live: bool = False,
+    interval: float = 10.0,
+) -> Renderer:
+    """JSON lines on request, rich on a terminal (or ``-P``), the original's lines otherwise."""
     if json_output:
         return JsonFinalizeRenderer(verbose)
-    if sys.stderr.isatty():
-        return RichFinalizeRenderer(verbose)
-    return PlainFinalizeRenderer(verbose)
+    if not quiet and (live or sys.stderr.isatty()):
+        return RichFinalizeRenderer(verbose, force=live)
+    return PlainFinalizeRenderer(verbose, interval=interval, quiet=quiet)

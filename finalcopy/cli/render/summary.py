@@ -19,8 +19,10 @@ def copy_summary(report: CopyReport) -> list[str]:
     """Counts, speed and manifest of a copy, then each failure and how to resume."""
     rate = human_bytes(report.bytes_copied / report.duration) + "/s" if report.duration else "-"
     verb = "would copy" if report.dry_run else "copied"
+    # The report's own counts, as the JSON summary has them, whatever the ending.
+    count = report.files - report.skipped if report.dry_run else report.copied
     lines = [
-        f"{verb} {report.files - report.skipped} file(s) "
+        f"{verb} {count} file(s) "
         f"({human_bytes(report.bytes_copied if not report.dry_run else report.bytes)}), "
         f"skipped {report.skipped} already verified, failed {len(report.failed)} "
         f"in {report.duration:.2f} s ({rate}); verify={report.verify}, hash={report.algorithm}"

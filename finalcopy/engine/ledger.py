@@ -1,0 +1,142 @@
+"""What a copy has proven, kept in ``DEST/.finalcopy/`` as the copy goes.
+
+The :class:`Ledger` holds one :class:`~finalcopy.engine.state.StateRecord`
+per file proven at the destination (skipped after proof, or copied and
+verified). It rewrites ``state.jsonl`` every :data:`CHECKPOINT_SECONDS` by
+the copy's clock, so a crash loses at most that much work, and at the end
+writes the manifest, ``names.tsv`` (when the backend mapped names) and the
+state once more.
+
+Each of these files is streamed through the backend's one write primitive
+(:func:`store_lines`): ``open_temp`` → ``write``, a chunk at a time →
+``commit``, aborted on failure. A manifest of a million paths is never one
+bytes object in memory, and a reader sees the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Iterable, Iterator
+
+import anyio
+
+from finalcopy.backends.base import NEW_FILE_MODE, Backend, RetryListener
+from finalcopy.engine.layout import Layout
+from finalcopy.engine.manifest import manifest_lines
+from finalcopy.engine.options import Clock
+from finalcopy.engine.state import (
+    NAMES_NAME,
+    STATE_NAME,
+    StateRecord,
+    names_lines,
+    parse_state,
+    state_lines,
+)
+from finalcopy.errors import ConnectionLostError
+from finalcopy.hashing import Algorithm
+
+CHECKPOINT_SECONDS = 2.0
+"""How often the state file is rewritten during a run (work lost to a crash is at most this)."""
+CHUNK_BYTES = 1 << 20
+"""About how much text is encoded and written at once."""
+STORE_ATTEMPTS = 3
+"""Writes of one file started over after a dropped connection (the backend reconnects)."""
+
+
+def _chunks(lines: Iterable[str]) -> Iterator[bytes]:
+    batch: list[str] = []
+    size = 0
+    for line in lines:
+        batch.append(line)
+        size += len(line)
+        if size >= CHUNK_BYTES:
+            yield "".join(batch).encode("utf-8", "surrogateescape")
+            batch, size = [], 0
+    if batch:
+        yield "".join(batch).encode("utf-8", "surrogateescape")
+
+
+async def store_lines(
+    backend: Backend,
+    path: str,
+    lines: Callable[[], Iterable[str]],
+    on_retry: RetryListener | None = None,
+) -> None:
+    """Replace the file ``path`` with ``lines()``, atomically, its folder made first.
+
+    Encoded ``utf-8`` with ``surrogateescape`` (names that are not UTF-8 stay
+    the bytes they were). A dropped connection starts the file over (``lines``
+    is called again), up to :data:`STORE_ATTEMPTS` times, telling ``on_retry``.
+    """
+    folder = posixpath.dirname(path)
+    if folder:
+        await backend.makedirs([folder])
+    for attempt in range(1, STORE_ATTEMPTS + 1):
+        writer = await backend.open_temp(path)
+        try:
+            for chunk in _chunks(lines()):
+                await writer.write(chunk)
+            await writer.commit(mode=NEW_FILE_MODE, mtime_ns=None)
+            return
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await writer.abort()
+            if not isinstance(exc, ConnectionLostError) or attempt == STORE_ATTEMPTS:
+                raise
+            if on_retry is not None:
+                on_retry(backend.describe(path), attempt + 1, str(exc))
+
+
+class Ledger:
+    """The state records of one copy, and the files of ``.finalcopy/`` that keep them."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        algorithm: Algorithm,
+        clock: Clock,
+        on_retry: RetryListener | None = None,
+    ) -> None:
+        self.layout = layout
+        self.algorithm = algorithm
+        self.clock = clock
+        self.on_retry = on_retry
+        self.records: dict[str, StateRecord] = {}
+        """Source path → its record, for every file proven in this run."""
+        self._checkpoint = clock()
+
+    async def previous(self) -> dict[str, StateRecord]:
+        """The records an earlier copy left (invalid lines skipped); none without a state."""
+        data = await self.layout.backend.read_bytes(self.layout.meta(STATE_NAME))
+        return parse_state(data) if data else {}
+
+    async def checkpoint(self) -> None:
+        """Rewrite the state if :data:`CHECKPOINT_SECONDS` have passed since the last time."""
+        if self.clock() - self._checkpoint >= CHECKPOINT_SECONDS:
+            await self.write_state()
+
+    async def write_state(self) -> None:
+        """``state.jsonl``: the records, in plan order."""
+        self._checkpoint = self.clock()
+        records = self.records
+        ordered = [records[f.path] for f in self.layout.plan.files if f.path in records]
+        await self._store(STATE_NAME, lambda: state_lines(ordered))
+
+    async def write_manifest(self) -> str:
+        """The manifest, ``names.tsv`` when names were mapped, then the state; names the first.
+
+        The manifest lists paths as stored (relative to the copy's root), which
+        is what a checker run at the destination opens.
+        """
+        layout = self.layout
+        digests = {layout.stored(path): r.digest for path, r in self.records.items()}
+        name = self.algorithm.manifest_name
+        await self._store(name, lambda: manifest_lines(digests, algorithm=self.algorithm.name))
+        renamed = layout.renamed()
+        if renamed:
+            await self._store(NAMES_NAME, lambda: names_lines(renamed))
+        await self.write_state()
+        return layout.backend.describe(layout.meta(name))
+
+    async def _store(self, name: str, lines: Callable[[], Iterable[str]]) -> None:
+        await store_lines(self.layout.backend, self.layout.meta(name), lines, self.on_retry)

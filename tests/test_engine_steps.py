@@ -1,0 +1,170 @@
+"""The engine's steps on their own: the pure skip decision, the injected clock, and
+``.finalcopy/`` files streamed through the backend's one write primitive."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from finalcopy.backends.base import DestStat, TempWriter
+from finalcopy.backends.local import LocalBackend
+from finalcopy.engine import CopyOptions, Event, Retry, copy_tree, verify_tree
+from finalcopy.engine import ledger as ledger_module
+from finalcopy.engine.manifest import format_manifest
+from finalcopy.engine.plan import PlannedFile
+from finalcopy.engine.skip import hinted_by_records, matching_records, same_size
+from finalcopy.engine.state import StateRecord
+from finalcopy.errors import ConnectionLostError, DestinationError
+from tests.support.trees import make_tree
+
+pytestmark = pytest.mark.anyio
+
+DIGEST = "ab" * 32
+
+
+def planned(path: str, size: int = 10, mtime_ns: int = 5) -> PlannedFile:
+    return PlannedFile(path, Path("/nowhere", path), size, 0o644, mtime_ns)
+
+
+def record(
+    path: str, size: int = 10, source_mtime_ns: int = 5, dest_mtime_ns: int = 7
+) -> StateRecord:
+    return StateRecord(path, size, source_mtime_ns, dest_mtime_ns, "blake3", DIGEST)
+
+
+def test_the_skip_decision_trusts_only_records_matching_both_sides() -> None:
+    files = [planned(name) for name in ("same", "source-moved", "dest-moved", "gone", "new")]
+    records = {
+        "same": record("same"),
+        "source-moved": record("source-moved", source_mtime_ns=4),
+        "dest-moved": record("dest-moved"),
+        "gone": record("gone"),
+        "other-algo": record("other-algo"),
+    }
+    worth = matching_records(files, records, "blake3")
+    assert [f.path for f in worth] == ["same", "dest-moved", "gone"]
+    assert matching_records(files, records, "sha256") == []
+    stats = {
+        "same": DestStat("file", 10, 7, 0o644),
+        "dest-moved": DestStat("file", 10, 8, 0o644),
+        "gone": None,
+    }
+    decision = hinted_by_records(files, records, stats, "blake3")
+    assert [f.path for f in decision.candidates] == ["same"]
+    assert [f.path for f in decision.send] == ["source-moved", "dest-moved", "gone", "new"]
+
+
+def test_checksum_candidates_are_regular_files_of_the_source_size() -> None:
+    files = [planned("a"), planned("b"), planned("c"), planned("d")]
+    stats = {
+        "a": DestStat("file", 10, 1, 0o644),
+        "b": DestStat("file", 11, 1, 0o644),
+        "c": DestStat("symlink", 10, 1, 0o777),
+    }
+    decision = same_size(files, stats)
+    assert [f.path for f in decision.candidates] == ["a"]
+    assert [f.path for f in decision.send] == ["b", "c", "d"]
+
+
+class RecordingBackend(LocalBackend):
+    """A local backend that notes what is written through ``open_temp``, and may fail it."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.writes: dict[str, list[int]] = {}
+        """Path → size of every write made through ``open_temp``."""
+        self.opened: Counter[str] = Counter()
+        self.drop_next: set[str] = set()
+
+    async def open_temp(self, path: str, temp: str = "") -> TempWriter:
+        writer = await super().open_temp(path, temp)
+        self.opened[path] += 1
+        sizes = self.writes.setdefault(path, [])
+        drop = path in self.drop_next
+        self.drop_next.discard(path)
+        backend_write = writer.write
+
+        async def write(data: bytes | memoryview) -> None:
+            if drop:
+                raise ConnectionLostError(f"dropped while writing '{path}'")
+            sizes.append(len(data))
+            await backend_write(data)
+
+        writer.write = write  # type: ignore[method-assign]
+        return writer
+
+
+def small_tree(root: Path, count: int) -> Path:
+    return make_tree(root, {f"d{i % 7}/f{i:04d}.txt": f"file {i}\n".encode() for i in range(count)})
+
+
+async def test_the_clock_paces_checkpoints_and_times_the_copy(tmp_path: Path) -> None:
+    src = small_tree(tmp_path / "src", 300)  # 5 batches of small files
+    options = CopyOptions(jobs=1, verify="size")
+
+    frozen = RecordingBackend(tmp_path / "frozen")
+    report = await copy_tree(src, frozen, options, clock=lambda: 100.0)
+    assert report.ok and report.duration == 0.0
+    assert frozen.opened[".finalcopy/state.jsonl"] == 1  # the final one only
+
+    ticks = itertools.count(0, 10.0)  # ten seconds pass between any two readings
+    racing = RecordingBackend(tmp_path / "racing")
+    report = await copy_tree(src, racing, options, clock=lambda: next(ticks))
+    assert report.ok and report.duration > 0
+    assert racing.opened[".finalcopy/state.jsonl"] == 5 + 1  # after each batch, and the final
+
+
+async def test_the_manifest_streams_in_chunks_and_is_what_format_manifest_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_module, "CHUNK_BYTES", 1000)
+    src = small_tree(tmp_path / "src", 200)
+    backend = RecordingBackend(tmp_path / "dst")
+    report = await copy_tree(src, backend)
+    assert report.ok
+    chunks = backend.writes[".finalcopy/manifest.blake3"]
+    assert len(chunks) > 10 and max(chunks) < 1200
+    manifest = (tmp_path / "dst/.finalcopy/manifest.blake3").read_bytes()
+    assert manifest == format_manifest(report.digests, algorithm="blake3")
+    assert sum(chunks) == len(manifest)
+
+
+async def test_a_dropped_connection_starts_a_metadata_file_over(tmp_path: Path) -> None:
+    src = small_tree(tmp_path / "src", 20)
+    backend = RecordingBackend(tmp_path / "dst")
+    backend.drop_next.add(".finalcopy/manifest.blake3")
+    events: list[Event] = []
+    report = await copy_tree(src, backend, events=events.append)
+    assert report.ok
+    assert [e.attempt for e in events if isinstance(e, Retry)] == [2]
+    assert (await verify_tree(LocalBackend(tmp_path / "dst"))).ok
+    leftovers = [
+        p.name for p in (tmp_path / "dst/.finalcopy").iterdir() if p.name.startswith(".fc-")
+    ]
+    assert leftovers == []
+
+
+async def test_a_failed_metadata_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+    src = small_tree(tmp_path / "src", 20)
+    backend = LocalBackend(tmp_path / "dst")
+
+    async def refuse(*args: object, **kwargs: object) -> int:
+        raise DestinationError("the disk said no")
+
+    opened = backend.open_temp
+
+    async def open_temp(path: str, temp: str = "") -> TempWriter:
+        writer = await opened(path, temp)
+        if path.endswith("manifest.blake3"):
+            writer.commit = refuse  # type: ignore[method-assign]
+        return writer
+
+    backend.open_temp = open_temp  # type: ignore[method-assign]
+    with pytest.raises(DestinationError, match="the disk said no"):
+        await copy_tree(src, backend)
+    left = [p.relative_to(tmp_path / "dst").as_posix() for p in (tmp_path / "dst").rglob("*")]
+    assert ".finalcopy/manifest.blake3" not in left
+    assert [p for p in left if p.rpartition("/")[2].startswith(".fc-")] == []
