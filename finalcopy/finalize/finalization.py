@@ -17,10 +17,10 @@ from pathlib import Path
 
 import anyio
 
+import finalcopy.finalize.logs as logs
 from finalcopy.backends import DestinationOptions, open_backend
 from finalcopy.engine import Event, Notice, discard
 from finalcopy.errors import FinalcopyError
-from finalcopy.finalize import logs
 from finalcopy.finalize.archive import ArchiveStep
 from finalcopy.finalize.context import FinalizationContext
 from finalcopy.finalize.deletion import DeletionGuard

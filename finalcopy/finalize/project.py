@@ -29,10 +29,10 @@ import time
 import anyio
 import anyio.to_thread
 
+import finalcopy.finalize.logs as logs
 from finalcopy.backends.base import join
 from finalcopy.engine import META_DIR, CopyReport
 from finalcopy.errors import FinalcopyError, Interrupted
-from finalcopy.finalize import logs
 from finalcopy.finalize.context import FinalizationContext
 from finalcopy.finalize.copying import RECORD_NAME, ProjectCopy, own_files
 from finalcopy.finalize.deletion import SourceDeletion
