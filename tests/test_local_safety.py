@@ -14,6 +14,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -241,26 +242,27 @@ async def test_no_operation_goes_through_a_folder_link(tmp_path: Path) -> None:
     plant_link(dest / "docs", outside)
     backend = LocalBackend(dest)
     src = make_tree(tmp_path / "src", {"f": b"f"})
-    attempts: list[Callable[[], Awaitable[object]]] = [
-        lambda: backend.makedirs(["docs/new"]),
-        lambda: backend.write_bytes("docs/x", b"overwritten"),
-        lambda: backend.read_bytes("docs/x"),
-        lambda: backend.hash_file("docs/x", BLAKE3),
-        lambda: backend.remove("docs/x"),
-        lambda: backend.remove("docs/sub"),
-        lambda: backend.rename("docs/x", "stolen"),
-        lambda: backend.rename("docs/sub", "stolen"),
-        lambda: backend.symlink("docs/l", "/etc/passwd"),
-        lambda: backend.open_temp("docs/x"),
-        lambda: backend.set_metadata("docs", mode=0o700, mtime_ns=0),
-        lambda: backend.set_metadata("docs/sub", mode=0o700, mtime_ns=0),
-        lambda: backend.walk("docs"),
-        lambda: backend.stat(["docs/x"]),
-        lambda: backend.sync_dirs(["docs/sub"]),
+    # Every operation, as (method, arguments): each must refuse the link by name.
+    attempts: list[tuple[Callable[..., Awaitable[object]], tuple[object, ...]]] = [
+        (backend.makedirs, (["docs/new"],)),
+        (backend.write_bytes, ("docs/x", b"overwritten")),
+        (backend.read_bytes, ("docs/x",)),
+        (backend.hash_file, ("docs/x", BLAKE3)),
+        (backend.remove, ("docs/x",)),
+        (backend.remove, ("docs/sub",)),
+        (backend.rename, ("docs/x", "stolen")),
+        (backend.rename, ("docs/sub", "stolen")),
+        (backend.symlink, ("docs/l", "/etc/passwd")),
+        (backend.open_temp, ("docs/x",)),
+        (partial(backend.set_metadata, mode=0o700, mtime_ns=0), ("docs",)),
+        (partial(backend.set_metadata, mode=0o700, mtime_ns=0), ("docs/sub",)),
+        (backend.walk, ("docs",)),
+        (backend.stat, (["docs/x"],)),
+        (backend.sync_dirs, (["docs/sub"],)),
     ]
-    for attempt in attempts:
+    for operation, arguments in attempts:
         with pytest.raises(DestinationError, match=f"'{dest}/docs' is a symbolic link"):
-            await attempt()
+            await operation(*arguments)
     transfer = FileTransfer("docs/x", source_for(src / "f"), 0o644, 0)
     await backend.put_files([transfer], BLAKE3)
     assert transfer.error is not None and "symbolic link" in str(transfer.error)

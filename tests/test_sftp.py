@@ -93,8 +93,8 @@ async def test_copy_is_checkable_with_b3sum_on_the_server(
 async def test_rerun_skips_everything_and_remote_verify_catches_corruption(
     sshd_server: SshServer, tmp_path: Path
 ) -> None:
-    files = sample_tree(tmp_path / "src")
     remote = tmp_path / "remote"
+    files = sample_tree(tmp_path / "src")
     async with await open_remote(sshd_server, tmp_path, remote) as backend:
         first = await copy_tree(tmp_path / "src", backend, CopyOptions(algorithm="sha256"))
         again = await copy_tree(tmp_path / "src", backend, CopyOptions(algorithm="sha256"))

@@ -58,6 +58,15 @@ def timing(bytes_copied: int, duration: float) -> dict[str, Any]:
     return {"duration": round(duration, 3), "throughput_bytes_per_s": rate}
 
 
+def record(obj: object, names: str) -> dict[str, Any]:
+    """``{name: obj.name}`` for each of the space-separated ``names``, in order.
+
+    The JSON records of the reports (copy, verify, run) are these fields, in
+    this order, so a report's schema reads as one list of names.
+    """
+    return {name: getattr(obj, name) for name in names.split()}
+
+
 @dataclass
 class CopyReport:
     """What a copy did; ``ok`` is what the exit code reports."""
@@ -95,22 +104,10 @@ class CopyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "source": self.source,
-            "destination": self.destination,
-            "algorithm": self.algorithm,
-            "verify": self.verify,
-            "ok": self.ok,
-            "files": self.files,
-            "bytes": self.bytes,
-            "copied": self.copied,
-            "skipped": self.skipped,
-            "bytes_copied": self.bytes_copied,
-            "failed": self.failed,
-            "warnings": self.warnings,
+            **record(self, "source destination algorithm verify ok files bytes copied skipped"),
+            **record(self, "bytes_copied failed warnings"),
             **timing(self.bytes_copied, self.duration),
-            "interrupted": self.interrupted,
-            "dry_run": self.dry_run,
-            "manifest": self.manifest,
+            **record(self, "interrupted dry_run manifest"),
         }
 
 

@@ -23,6 +23,7 @@ import anyio
 from finalcopy.backends.base import Backend, is_temp_name, join
 from finalcopy.engine.events import BytesProgress, EventSink, FileFailed, FileFinished, discard
 from finalcopy.engine.manifest import checker_can_name, read_manifest
+from finalcopy.engine.options import record
 from finalcopy.engine.plan import META_DIR
 from finalcopy.engine.state import NAMES_NAME, STATE_NAME, read_names, read_state
 from finalcopy.engine.untrusted import MAX_FILE_BYTES, Parsed
@@ -53,19 +54,11 @@ class VerifyReport:
         return not (self.missing or self.changed or self.unexpected or self.errors)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "destination": self.destination,
-            "algorithm": self.algorithm,
-            "ok": self.ok,
-            "checked": self.checked,
-            "bytes": self.bytes,
-            "missing": self.missing,
-            "changed": self.changed,
-            "unexpected": self.unexpected,
-            "leftovers": self.leftovers,
-            "unlisted": self.unlisted,
-            "errors": self.errors,
-        }
+        return record(
+            self,
+            "destination algorithm ok checked bytes missing changed unexpected leftovers "
+            "unlisted errors",
+        )
 
 
 async def _read_meta(backend: Backend, path: str) -> bytes | None:
@@ -121,14 +114,14 @@ async def unlisted_digests(
         return None, {META_DIR: str(exc)}
     renamed = read_names(names).entries if names is not None else {}
     found: dict[str, str] = {}
-    for path, record in read_state(state).entries.items():
+    for path, entry in read_state(state).entries.items():
         stored = renamed.get(path, path)
         if (
             stored not in listed
-            and record.algorithm == algorithm.name
+            and entry.algorithm == algorithm.name
             and not checker_can_name(stored, None)
         ):
-            found[stored] = record.digest
+            found[stored] = entry.digest
     return found, {}
 
 

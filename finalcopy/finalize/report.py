@@ -14,17 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import finalcopy.finalize.events as run_events
 from finalcopy.engine import BytesProgress, Event, Notice
-from finalcopy.engine.options import timing
+from finalcopy.engine.options import record, timing
 from finalcopy.errors import EXIT_DESTINATION, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from finalcopy.finalize.events import (
-    ProjectDone,
-    ProjectEvent,
-    ProjectFailed,
-    ProjectSkipped,
-    ProjectStarted,
-    RunPlanned,
-)
 from finalcopy.smallfiles import write_atomic
 
 SCHEMA = 1
@@ -92,20 +85,10 @@ class ProjectResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "status": self.status,
-            "basis": self.basis,
-            "reason": self.reason,
-            "source": self.source,
-            "destination": self.destination,
-            "archive": self.archive,
-            "files": self.files,
-            "bytes": self.bytes,
-            "bytes_copied": self.bytes_copied,
+            **record(self, "name status basis reason source destination archive files bytes"),
+            **record(self, "bytes_copied"),
             **timing(self.bytes_copied, self.duration),
-            "source_deleted": self.source_deleted,
-            "restored": self.restored,
-            "warnings": self.warnings,
+            **record(self, "source_deleted restored warnings"),
         }
 
 
@@ -225,18 +208,20 @@ class StatusFile:
 
     def __call__(self, event: Event) -> None:
         urgent = True
-        if isinstance(event, RunPlanned):
+        if isinstance(event, run_events.RunPlanned):
             self.total_projects = len(event.projects)
             self.total_bytes = event.bytes
-        elif isinstance(event, ProjectStarted):
+        elif isinstance(event, run_events.ProjectStarted):
             self.current = event.project
             self.current_bytes = 0
-        elif isinstance(event, ProjectDone | ProjectFailed | ProjectSkipped):
+        elif isinstance(
+            event, run_events.ProjectDone | run_events.ProjectFailed | run_events.ProjectSkipped
+        ):
             self.current = None
             self.bytes_before += self._project_bytes(event.project)
             self.current_bytes = 0
         elif (
-            isinstance(event, ProjectEvent)
+            isinstance(event, run_events.ProjectEvent)
             and event.phase == "copy"
             and isinstance(event.event, BytesProgress)
         ):
