@@ -155,6 +155,11 @@ def map_os_error(exc: OSError, path: object, action: str) -> DestinationError:
     return DestinationError(message)
 
 
+def link_refused(where: object) -> DestinationError:
+    """The error for a symbolic link met where a real folder or file must be."""
+    return DestinationError(f"'{where}' is a symbolic link; refusing to follow it")
+
+
 class os_errors:  # a class, not @contextmanager: it wraps every file operation of a batch
     """Let no ``OSError`` out: raise :func:`map_os_error`'s error for ``action`` on ``path``.
 
@@ -179,9 +184,7 @@ class os_errors:  # a class, not @contextmanager: it wraps every file operation 
     ) -> None:
         if isinstance(exc, OSError):
             if exc.errno == errno.ELOOP:
-                raise DestinationError(
-                    f"'{self.path}' is a symbolic link; refusing to follow it"
-                ) from None
+                raise link_refused(self.path) from None
             raise map_os_error(exc, self.path, self.action) from None
 
 

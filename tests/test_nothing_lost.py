@@ -299,3 +299,25 @@ def test_work_directory_metadata_is_never_followed_through_links(
     assert report.projects[0].status == "failed"
     assert "symbolic link" in report.projects[0].reason
     assert (work / "p").is_dir(), "the source is kept"
+
+
+@pytest.mark.anyio
+async def test_a_source_link_goes_only_if_its_copy_points_the_same_way(tmp_path: Path) -> None:
+    """Deleting a link loses its target text: it needs a copy that says the same."""
+    from finalcopy.backends.local import LocalBackend
+    from finalcopy.finalize.deletion import DeletionGuard, SourceDeletion
+    from finalcopy.finalize.target import DestinationHold
+    from finalcopy.hashing import get_algorithm
+
+    src, out = tmp_path / "work" / "p", tmp_path / "out"
+    src.mkdir(parents=True)
+    (out / "p").mkdir(parents=True)
+    for name, mine, theirs in (("same", "v.mp4", "v.mp4"), ("other", "v.mp4", "elsewhere")):
+        (src / name).symlink_to(mine)
+        (out / "p" / name).symlink_to(theirs)
+    backend = LocalBackend(out)
+    deletion = SourceDeletion(
+        src, backend, "p", DeletionGuard(src.parent, tmp_path / "archives"),
+        DestinationHold(backend), get_algorithm("blake3"), 1,
+    )  # fmt: skip
+    assert await deletion.prove_links(["same", "other"], None) == {"same": "v.mp4"}

@@ -191,6 +191,14 @@ class FileTransfer:
     """The destination's mtime right after commit, to detect later changes cheaply."""
     attempts: int = field(default=1)
 
+    @property
+    def create_mode(self) -> int:
+        """Mode (less the umask) its temporary file is created with.
+
+        Private until commit applies ``mode``, unless no mode will be applied.
+        """
+        return NEW_FILE_MODE if self.mode is None else 0o600
+
 
 Batch = Sequence[FileTransfer]
 """The files of one :meth:`Backend.put_files` call."""

@@ -22,11 +22,6 @@ from finalcopy.errors import EXIT_USAGE, FinalcopyError, Interrupted, unwrap_gro
 T = TypeVar("T")
 
 
-def exit_code_for(exc: FinalcopyError | Interrupted) -> int:
-    """The exit code an error that ends a command stands for (see :mod:`finalcopy.errors`)."""
-    return exc.exit_code
-
-
 def fail(message: str, code: int) -> NoReturn:
     """End the command with one line on stderr, ``finalcopy: error: …``, and ``code``."""
     typer.echo(f"finalcopy: error: {message}", err=True)
@@ -116,4 +111,4 @@ def run_cancellable(func: Callable[[threading.Event], Awaitable[T]]) -> T:
         except BaseExceptionGroup as group:
             raise unwrap_group(group) from None
     except (FinalcopyError, Interrupted) as exc:
-        fail(str(exc), exit_code_for(exc))
+        fail(str(exc), exc.exit_code)

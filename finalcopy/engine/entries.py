@@ -29,14 +29,13 @@ async def move_aside(
     moved the original there, and the final name holds that attempt's copy.
     """
     backend = layout.backend
-    paths = [layout.path(f.path) for f in files]
-    paths += [layout.path(link.path) for link in layout.plan.links]
-    stats = await backend.stat(paths)
-    present = [p for p, st in zip(paths, stats, strict=True) if st and st.kind != "dir"]
+    rels = [f.path for f in files] + [link.path for link in layout.plan.links]
+    stats = await backend.stat([layout.path(rel) for rel in rels])
+    present = [rel for rel, st in zip(rels, stats, strict=True) if st and st.kind != "dir"]
     if not present:
         return
-    root, folder = layout.path(""), layout.path(backup_dir)
-    aside = {p: join(folder, p[len(root) :].lstrip("/")) for p in present}
+    folder = layout.path(backup_dir)
+    aside = {layout.path(rel): join(folder, layout.stored(rel)) for rel in present}
     kept = await backend.stat(list(aside.values()))
     await backend.makedirs(sorted({posixpath.dirname(b) for b in aside.values()}))
     for (path, backup), st in zip(aside.items(), kept, strict=True):

@@ -214,9 +214,10 @@ class DestinationLock:
         with anyio.CancelScope(shield=True):
             await self.release()
 
-    async def _read_owner(self) -> bytes | None:
+    async def _read_owner(self, path: str = "") -> bytes | None:
+        """``owner.json`` (ours, or the one at ``path``); None if missing or unreadable."""
         with contextlib.suppress(FinalcopyError):
-            return await self.backend.read_bytes(self.owner_path)
+            return await self.backend.read_bytes(path or self.owner_path)
         return None
 
     async def _abandoned(self, owner: Owner | None) -> bool:
@@ -236,7 +237,7 @@ class DestinationLock:
             await self.backend.rename(self.path, aside)
         except FinalcopyError:
             return  # someone else broke or released it first: compete for mkdir again
-        moved = Owner.parse(await self.backend.read_bytes(join(aside, OWNER_NAME)))
+        moved = Owner.parse(await self._read_owner(join(aside, OWNER_NAME)))
         if (moved.token if moved else None) != (owner.token if owner else None):
             # A new holder took it between our judgement and the rename: give it back.
             with contextlib.suppress(FinalcopyError):

@@ -71,7 +71,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 
-from finalcopy.engine.untrusted import Parsed, numbered_lines, path_problem, shown
+from finalcopy.engine.untrusted import Parsed, numbered_lines, path_problem, shown, unescape
 
 CHECKER_PATH_MAX = 4095
 """Longest path a checker can open (``PATH_MAX`` with its NUL): longer ones are not listed."""
@@ -145,20 +145,6 @@ def format_manifest(digests: Mapping[str, str], *, algorithm: str | None = None)
     return "".join(manifest_lines(digests, algorithm=algorithm)).encode("utf-8", "surrogateescape")
 
 
-def _unescape(text: str) -> str | None:
-    """``\\\\ \\n \\r`` unescaped; None for any other backslash sequence."""
-    out: list[str] = []
-    start = 0
-    while (i := text.find("\\", start)) >= 0:
-        replacement = _UNESCAPE.get(text[i + 1 : i + 2])
-        if replacement is None:
-            return None
-        out += (text[start:i], replacement)
-        start = i + 2
-    out.append(text[start:])
-    return "".join(out)
-
-
 def _manifest_entry(line: str) -> tuple[str, str] | str:
     """(path, digest) of one manifest line, or why it is malformed."""
     escaped = line.startswith("\\")
@@ -174,7 +160,7 @@ def _manifest_entry(line: str) -> tuple[str, str] | str:
         return "no separator ('  ' or ' *') after the digest"
     name = body[len(digest) + 2 :]
     if escaped:
-        unescaped = _unescape(name)
+        unescaped = unescape(name, _UNESCAPE)
         if unescaped is None:
             return "invalid backslash escape (only \\\\, \\n and \\r are)"
         name = unescaped

@@ -28,6 +28,7 @@ from finalcopy.engine.untrusted import (
     numbered_lines,
     path_problem,
     shown,
+    unescape,
 )
 
 STATE_NAME = "state.jsonl"
@@ -129,7 +130,6 @@ def parse_state(data: bytes) -> dict[str, StateRecord]:
 _NAMES_HEADER = "original\tstored"
 _NAMES_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 _NAMES_UNESCAPE = {v[1]: k for k, v in _NAMES_ESCAPES.items()}
-_NAMES_ESCAPE_RE = re.compile(r"\\(.?)", re.DOTALL)
 
 
 def names_lines(renamed: Mapping[str, str]) -> Iterator[str]:
@@ -143,21 +143,6 @@ def names_lines(renamed: Mapping[str, str]) -> Iterator[str]:
 def format_names(renamed: Mapping[str, str]) -> bytes:
     """The whole ``names.tsv`` of :func:`names_lines`, encoded."""
     return "".join(names_lines(renamed)).encode("utf-8", "surrogateescape")
-
-
-def _names_field(text: str) -> str | None:
-    bad = False
-
-    def replace(match: re.Match[str]) -> str:
-        nonlocal bad
-        char = _NAMES_UNESCAPE.get(match.group(1))
-        if char is None:
-            bad = True
-            return ""
-        return char
-
-    out = _NAMES_ESCAPE_RE.sub(replace, text)
-    return None if bad else out
 
 
 def read_names(data: bytes) -> Parsed[str]:
@@ -175,7 +160,7 @@ def read_names(data: bytes) -> Parsed[str]:
         if len(fields) != 2:
             parsed.problems.append(f"line {number}: not two tab-separated paths: {shown(line)}")
             continue
-        original, stored = (_names_field(f) for f in fields)
+        original, stored = (unescape(f, _NAMES_UNESCAPE) for f in fields)
         if original is None or stored is None:
             parsed.problems.append(f"line {number}: invalid backslash escape: {shown(line)}")
             continue

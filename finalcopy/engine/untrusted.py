@@ -11,7 +11,7 @@ named, with its reason, in :attr:`Parsed.problems`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -79,3 +79,17 @@ def numbered_lines(data: bytes, parsed: Parsed[T]) -> Iterator[tuple[int, str]]:
             parsed.problems.append(f"line {number}: longer than {MAX_LINE_BYTES} bytes")
             continue
         yield number, raw.decode("utf-8", "surrogateescape")
+
+
+def unescape(text: str, table: Mapping[str, str]) -> str | None:
+    """``text`` with each ``\\<c>`` replaced by ``table[c]``; None for a ``c`` not in it."""
+    out: list[str] = []
+    start = 0
+    while (i := text.find("\\", start)) >= 0:
+        replacement = table.get(text[i + 1 : i + 2])
+        if replacement is None:
+            return None
+        out += (text[start:i], replacement)
+        start = i + 2
+    out.append(text[start:])
+    return "".join(out)

@@ -47,6 +47,14 @@ from finalcopy.tree import walk_tree
 LARGE_FILE = 1 << 20
 
 
+def _link_target(path: Path) -> str | None:
+    """Where the symbolic link ``path`` points, None if it is not one (any more)."""
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
 @dataclass(frozen=True)
 class DeletionGuard:
     """Where removals are allowed: inside ``work_dir``, never touching ``archives_dir``."""
@@ -105,14 +113,15 @@ def delete_proven(
     root: Path,
     guard: DeletionGuard,
     proven: Mapping[str, SourceIdentity],
-    links: list[str],
+    links: Mapping[str, str],
     workers: int = 1,
 ) -> list[str]:
     """Delete the ``proven`` files and ``links`` below ``root``, then empty folders, then ``root``.
 
     A file is unlinked only if it still has the identity its proof was made
-    on. Returns what was kept (relative paths); an empty list means ``root``
-    is gone. Blocking: run it in a worker thread.
+    on, a link only if it still points where its proven copy does. Returns
+    what was kept (relative paths); an empty list means ``root`` is gone.
+    Blocking: run it in a worker thread.
     """
     guard.check_source(root)
     tree = scan_source(root)
@@ -137,9 +146,8 @@ def delete_proven(
         doomed = doomed[len(large) :]
     for rel in doomed:
         unlink(rel)
-    allowed_links = set(links)
     for rel in tree.links:
-        if rel in allowed_links:
+        if rel in links and _link_target(root / rel) == links[rel]:
             (root / rel).unlink()
         else:
             keep.append(rel)
@@ -174,12 +182,7 @@ class SourceDeletion:
         """
         tree = await anyio.to_thread.run_sync(scan_source, self.source)
         proven = await self.prove(tree, report)
-        link_stats = await self.output.stat([self._stored(rel) for rel in tree.links])
-        links = [
-            rel
-            for rel, st in zip(tree.links, link_stats, strict=True)
-            if st is not None and st.kind == "symlink"
-        ]
+        links = await self.prove_links(tree.links, report)
         await self.hold.check()
         kept = await anyio.to_thread.run_sync(
             delete_proven, self.source, self.guard, proven, links, self.jobs
@@ -194,6 +197,27 @@ class SourceDeletion:
 
     def _stored(self, rel: str) -> str:
         return stored_path(self.output, self.target, rel)
+
+    async def prove_links(self, links: list[str], report: CopyReport | None) -> dict[str, str]:
+        """Source links whose copy is a link to the same target, with that target.
+
+        A local destination's link is read back; elsewhere a link counts only
+        if this run created it from this very source link (``report.written``).
+        """
+        stats = await self.output.stat([self._stored(rel) for rel in links])
+        written = set(report.written) if report else set()
+        local = self.output.capabilities.local_path
+        proven: dict[str, str] = {}
+        for rel, st in zip(links, stats, strict=True):
+            stored = self._stored(rel)
+            mine = _link_target(self.source / rel)
+            if st is None or st.kind != "symlink" or mine is None:
+                continue
+            if (local and _link_target(Path(self.output.root, stored)) == mine) or (
+                not local and stored in written
+            ):
+                proven[rel] = mine
+        return proven
 
     async def prove(self, tree: SourceTree, report: CopyReport | None) -> dict[str, SourceIdentity]:
         """Source files proven in this run to hold the destination's bytes, with their identity."""

@@ -21,7 +21,6 @@ from typing import Any
 import anyio.to_thread
 
 from finalcopy.backends.base import (
-    NEW_FILE_MODE,
     Backend,
     Batch,
     Capabilities,
@@ -38,7 +37,12 @@ from finalcopy.backends.local.folders import (
     open_regular,
     split_path,
 )
-from finalcopy.backends.local.writer import LocalTempWriter, write_chunks, write_coalesced
+from finalcopy.backends.local.writer import (
+    LocalTempWriter,
+    set_fd_metadata,
+    write_chunks,
+    write_coalesced,
+)
 from finalcopy.errors import DestinationError, FinalcopyError, os_errors
 from finalcopy.hashing import Algorithm, hash_open_file
 
@@ -206,9 +210,7 @@ class LocalBackend(Backend):
 
     def _set_metadata(self, path: str, mode: int, mtime_ns: int) -> None:
         with os_errors(self.describe(path), "set metadata of"), self._folders() as folders:
-            fd = folders.get(path)
-            os.fchmod(fd, stat.S_IMODE(mode))
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
+            set_fd_metadata(folders.get(path), mode, mtime_ns)
 
     async def sync_dirs(self, paths: Sequence[str]) -> None:
         await self._run(self._sync_dirs, list(paths))
@@ -292,8 +294,9 @@ class LocalBackend(Backend):
                     transfer.error = exc
 
     def _put_blocking(self, transfer: FileTransfer, algorithm: Algorithm, folders: Folders) -> None:
-        create_mode = NEW_FILE_MODE if transfer.mode is None else 0o600
-        writer = self._writer(folders, transfer.path, transfer.temp, create_mode=create_mode)
+        writer = self._writer(
+            folders, transfer.path, transfer.temp, create_mode=transfer.create_mode
+        )
         read_chunk = transfer.source.read_chunk
         fill: Callable[[int], None]
         if self.write_buffer:

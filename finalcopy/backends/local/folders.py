@@ -26,7 +26,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 
-from finalcopy.errors import DestinationError
+from finalcopy.errors import DestinationError, link_refused
 
 _ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _DIR_FLAGS = _ROOT_FLAGS | os.O_NOFOLLOW
@@ -38,11 +38,6 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NOT_NAMES = frozenset({"", ".", ".."})
 
 _T = TypeVar("_T")
-
-
-def link_refused(where: str) -> DestinationError:
-    """The error for a symbolic link met where a real folder or file must be."""
-    return DestinationError(f"'{where}' is a symbolic link; refusing to follow it")
 
 
 def _is_link(dir_fd: int, name: str) -> bool:
@@ -87,12 +82,9 @@ def create_exclusive(dir_fd: int, name: str, create: Callable[[], _T]) -> _T:
 
 def create_temp_file(dir_fd: int, name: str, mode: int) -> int:
     """A new empty file ``name`` in folder ``dir_fd``, open for writing; see create_exclusive."""
-    try:  # the common case, once per copied file: the name is free
-        return os.open(name, _CREATE_FLAGS, mode, dir_fd=dir_fd)
-    except FileExistsError:
-        return create_exclusive(
-            dir_fd, name, partial(os.open, name, _CREATE_FLAGS, mode, dir_fd=dir_fd)
-        )
+    return create_exclusive(
+        dir_fd, name, partial(os.open, name, _CREATE_FLAGS, mode, dir_fd=dir_fd)
+    )
 
 
 def open_regular(dir_fd: int, name: str) -> tuple[io.FileIO, int]:

@@ -26,6 +26,14 @@ ThreadRunner = Callable[..., Awaitable[Any]]
 """Runs a blocking function in a worker thread: ``await run(func, *args)``."""
 
 
+def set_fd_metadata(fd: int, mode: int | None, mtime_ns: int | None) -> None:
+    """Give the file or folder open at ``fd`` the permission bits of ``mode`` and ``mtime_ns``."""
+    if mode is not None:
+        os.fchmod(fd, stat.S_IMODE(mode))
+    if mtime_ns is not None:
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
+
+
 def write_all(fd: int, data: memoryview | bytes) -> None:
     """Write all of ``data`` to ``fd``, however many ``write`` calls it takes."""
     view = memoryview(data)
@@ -139,10 +147,7 @@ class LocalTempWriter(TempWriter):
         try:
             with os_errors(self.where, "write"):
                 if self.posix_metadata:
-                    if mode is not None:
-                        os.fchmod(self.fd, stat.S_IMODE(mode))
-                    if mtime_ns is not None:
-                        os.utime(self.fd, ns=(mtime_ns, mtime_ns))
+                    set_fd_metadata(self.fd, mode, mtime_ns)
                 os.fsync(self.fd)
                 mtime = os.fstat(self.fd).st_mtime_ns
                 fd, self.fd = self.fd, -1

@@ -28,6 +28,16 @@ def steps(folder: str) -> list[str]:
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
+def metadata_attrs(mode: int | None, mtime_ns: int | None) -> asyncssh.SFTPAttrs:
+    """The attributes that set the permission bits of ``mode`` and ``mtime_ns`` (atime too).
+
+    SFTP v3 carries whole seconds; a None leaves that attribute alone.
+    """
+    seconds = None if mtime_ns is None else mtime_ns // 1_000_000_000
+    permissions = None if mode is None else stat.S_IMODE(mode)
+    return asyncssh.SFTPAttrs(permissions=permissions, atime=seconds, mtime=seconds)
+
+
 def kind_of(attrs: asyncssh.SFTPAttrs) -> EntryKind:
     """The kind of entry the attributes describe."""
     return entry_kind(attrs.permissions or 0)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import posixpath
-import stat
 from collections.abc import Sequence
 from functools import partial
 
@@ -31,7 +30,7 @@ from finalcopy.backends.base import (
     fresh_temp_name,
 )
 from finalcopy.backends.options import DestinationOptions, SshLocation
-from finalcopy.backends.sftp.attrs import kind_of, steps, to_stat
+from finalcopy.backends.sftp.attrs import kind_of, metadata_attrs, steps, to_stat
 from finalcopy.backends.sftp.connection import Link, Session
 from finalcopy.backends.sftp.digests import ServerHashes, runner
 from finalcopy.backends.sftp.errors import is_connection_error, map_sftp_error
@@ -238,8 +237,7 @@ class SftpBackend(Backend):
         await tree.call("create symlink", path, op)
 
     async def set_metadata(self, path: str, *, mode: int, mtime_ns: int) -> None:
-        seconds = mtime_ns // 1_000_000_000
-        attrs = asyncssh.SFTPAttrs(permissions=stat.S_IMODE(mode), atime=seconds, mtime=seconds)
+        attrs = metadata_attrs(mode, mtime_ns)
 
         async def op(session: Session) -> None:
             # setstat follows links: the folder itself must be proven a real folder.

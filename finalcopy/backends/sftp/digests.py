@@ -101,7 +101,8 @@ class ServerHashes:
         todo = [t for t in transfers if listable(tree.remote(t.path))] if tool else []
         if len(todo) < 2:
             todo = []  # for one file, hash_file's command is as cheap
-        alone = [t for t in transfers if t not in todo]
+        listed = set(todo)  # FileTransfer compares by identity
+        alone = [t for t in transfers if t not in listed]
         quoted = [q for t in todo if (q := quote(tree.remote(t.path))) is not None]
         for command, count in batches(f"{tool} -- ", quoted):
             group, todo = todo[:count], todo[count:]

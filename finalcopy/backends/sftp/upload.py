@@ -33,7 +33,6 @@ import anyio.to_thread
 import asyncssh
 
 from finalcopy.backends.base import (
-    NEW_FILE_MODE,
     READ_CHUNKS,
     Batch,
     FileTransfer,
@@ -168,8 +167,6 @@ class Uploader:
         first = True
         tree = self.tree
         tmp = tree.temp_of(transfer.path, transfer.temp)
-        # Private until commit applies the source's mode, unless no mode will be applied.
-        permissions = NEW_FILE_MODE if transfer.mode is None else 0o600
 
         async def attempt(session: Session) -> None:
             nonlocal first
@@ -178,7 +175,9 @@ class Uploader:
                 transfer.attempts += 1
             await tree.guard(session, "create", transfer.path)
             if content is not None:
-                writer = await tree.open_writer(session, transfer.path, tmp, 0, permissions)
+                writer = await tree.open_writer(
+                    session, transfer.path, tmp, 0, transfer.create_mode
+                )
             else:
                 writer = await self._resume_point(session, transfer, tmp, algorithm, at_start)
             try:
@@ -225,8 +224,9 @@ class Uploader:
                         proven = size
                     else:
                         logger.info("partial file %s differs from the source: starting over", tmp)
-        permissions = NEW_FILE_MODE if transfer.mode is None else 0o600
-        writer = await self.tree.open_writer(session, transfer.path, tmp, proven, permissions)
+        writer = await self.tree.open_writer(
+            session, transfer.path, tmp, proven, transfer.create_mode
+        )
         if writer.offset:
             transfer.resumed_from = max(transfer.resumed_from, writer.offset)
             logger.info("resuming '%s' at byte %d", writer.where, writer.offset)

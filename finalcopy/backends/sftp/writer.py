@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import posixpath
-import stat
 from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import anyio
 import asyncssh
 
 from finalcopy.backends.base import TempWriter
-from finalcopy.backends.sftp.attrs import kind_of, mtime_ns_of
+from finalcopy.backends.sftp.attrs import kind_of, metadata_attrs, mtime_ns_of
 from finalcopy.backends.sftp.connection import Session, limited
 from finalcopy.backends.sftp.errors import describe_ssh_error, is_connection_error, map_sftp_error
 from finalcopy.errors import (
@@ -256,13 +255,9 @@ class SftpTempWriter(TempWriter):
             raise await self._failure(exc, action) from None
 
     async def commit(self, *, mode: int | None, mtime_ns: int | None) -> int:
-        fields: dict[str, int] = {}
-        if mode is not None:
-            fields["permissions"] = stat.S_IMODE(mode)
-        if mtime_ns is not None:
-            fields["atime"] = fields["mtime"] = mtime_ns // 1_000_000_000
-        if fields:
-            self._submit("set metadata of", self.file.setstat(asyncssh.SFTPAttrs(**fields)))
+        attrs = metadata_attrs(mode, mtime_ns)
+        if mode is not None or mtime_ns is not None:
+            self._submit("set metadata of", self.file.setstat(attrs))
         if self.quirks.fsync:
             self._submit("flush", self.file.fsync())
         self._submit("close", self.file.close())
@@ -276,7 +271,7 @@ class SftpTempWriter(TempWriter):
                     return mtime_ns_of(await self.channel.lstat(self.final))
         except Exception as exc:
             raise await self._failure(exc, "rename into place") from None
-        return fields["mtime"] * 1_000_000_000
+        return mtime_ns_of(attrs)
 
     async def _failure(self, exc: Exception, action: str) -> FinalcopyError:
         """The finalcopy error for ``exc``; diagnoses OpenSSH's bare "Failure" where it can."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO
 
 if TYPE_CHECKING:
     from finalcopy.engine.events import Event
@@ -61,3 +61,15 @@ def warn(message: str) -> None:
     """A warning on stderr, where people look even when stdout is for programs."""
     with contextlib.suppress(OSError):
         print(f"WARNING: {message}", file=sys.stderr, flush=True)
+
+
+def display_kind(
+    json_output: bool, quiet: bool, live: bool
+) -> Literal["json", "quiet", "live", "plain"]:
+    """Which display a command shows: JSON lines on request, else errors only with ``-q``,
+    else the live display on a terminal (or with ``-P``), else plain lines."""
+    if json_output:
+        return "json"
+    if quiet:
+        return "quiet"
+    return "live" if live or sys.stderr.isatty() else "plain"

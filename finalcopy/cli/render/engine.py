@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import TaskID
 
-from finalcopy.cli.render.base import Output, Renderer, human_bytes
-from finalcopy.cli.render.progress import LiveDisplay, progress_display
+from finalcopy.cli.render.base import Output, Renderer, display_kind, human_bytes
+from finalcopy.cli.render.progress import LiveDisplay, progress_display, task_total
 from finalcopy.engine.events import (
     BytesProgress,
     Event,
@@ -249,16 +249,12 @@ class RichRenderer(LiveDisplay):
         for task in list(self.files.values()):
             self.progress.remove_task(task)
         self.files.clear()
-        if data.get("ok") and not data.get("dry_run"):
-            total = next(t.total for t in self.progress.tasks if t.id == self.overall)
-            if total is not None:
-                self.progress.update(self.overall, completed=total)
+        ok = data.get("ok") and not data.get("dry_run")
+        if ok and (total := task_total(self.progress, self.overall)):
+            self.progress.update(self.overall, completed=total)
         if data.get("throughput_bytes_per_s"):
             self.progress.update(self.overall, average=data["throughput_bytes_per_s"])
-        self.progress.refresh()
-        self.progress.stop()
-        for text in lines:
-            self.out.write(text + "\n")
+        self.finish(lines)
 
 
 class LoggedRenderer:
@@ -304,12 +300,13 @@ def engine_renderer(
     log: logging.Logger | None = None,
 ) -> Renderer:
     """JSON lines on request, else quiet, rich on a terminal (or ``-P``), plain lines."""
+    kind = display_kind(json_output, quiet, live)
     renderer: Renderer
-    if json_output:
+    if kind == "json":
         renderer = JsonRenderer()
-    elif quiet:
+    elif kind == "quiet":
         renderer = QuietRenderer(verbose=False, interval=0)
-    elif live or sys.stderr.isatty():
+    elif kind == "live":
         renderer = RichRenderer(verbose=verbose, force=live)
     else:
         renderer = PlainRenderer(verbose=verbose, interval=interval)

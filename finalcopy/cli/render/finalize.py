@@ -13,7 +13,7 @@ from typing import Any
 from rich.markup import escape
 from rich.progress import TaskID
 
-from finalcopy.cli.render.base import Output, Renderer, warn
+from finalcopy.cli.render.base import Output, Renderer, display_kind, warn
 from finalcopy.cli.render.engine import JsonRenderer, PlainRenderer, QuietRenderer
 from finalcopy.cli.render.progress import LiveDisplay, progress_display, task_total
 from finalcopy.engine.events import BytesProgress, Event, FileFailed, Notice
@@ -179,10 +179,7 @@ class RichFinalizeRenderer(LiveDisplay):
 
     def summary(self, data: dict[str, Any], lines: list[str]) -> None:
         """Stop the display, then the summary on stdout: the last thing on screen."""
-        self.progress.refresh()
-        self.progress.stop()
-        for text in lines:
-            self.out.write(text + "\n")
+        self.finish(lines)
 
 
 class JsonFinalizeRenderer:
@@ -219,8 +216,9 @@ def finalize_renderer(
     interval: float = 10.0,
 ) -> Renderer:
     """JSON lines on request, rich on a terminal (or ``-P``), the original's lines otherwise."""
-    if json_output:
+    kind = display_kind(json_output, quiet, live)
+    if kind == "json":
         return JsonFinalizeRenderer(verbose)
-    if not quiet and (live or sys.stderr.isatty()):
+    if kind == "live":
         return RichFinalizeRenderer(verbose, force=live)
     return PlainFinalizeRenderer(verbose, interval=interval, quiet=quiet)

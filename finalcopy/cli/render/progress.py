@@ -24,7 +24,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from finalcopy.cli.render.base import human_bytes
+from finalcopy.cli.render.base import Output, human_bytes
 
 SPEED_WINDOW = 5.0
 """Seconds of samples the shown speed is measured over."""
@@ -87,6 +87,7 @@ class LiveDisplay:
     """What every live renderer does with its display: start, stop, print above it."""
 
     progress: Progress
+    out: Output
 
     def __enter__(self) -> Self:
         self.progress.start()
@@ -97,3 +98,10 @@ class LiveDisplay:
 
     def print(self, text: str) -> None:
         self.progress.console.print(text, highlight=False)
+
+    def finish(self, lines: list[str]) -> None:
+        """Draw the last frame and stop, then ``lines`` on stdout: the last thing on screen."""
+        self.progress.refresh()
+        self.progress.stop()
+        for text in lines:
+            self.out.write(text + "\n")
