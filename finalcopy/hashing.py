@@ -19,6 +19,8 @@ from typing import Protocol
 import blake3
 import xxhash
 
+from finalcopy.choices import AlgorithmName
+
 
 class Hasher(Protocol):
     """The subset of the hashlib interface the engine uses."""
@@ -62,7 +64,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "xxh128": Algorithm("xxh128", "xxh128sum", _new_xxh128),
 }
 
-DEFAULT_ALGORITHM = "blake3"
+DEFAULT_ALGORITHM: AlgorithmName = "blake3"
 
 
 def get_algorithm(name: str) -> Algorithm:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-MetadataMode = Literal["auto", "posix", "none"]
-NameMode = Literal["reject", "map"]
+from finalcopy.choices import MetadataMode, NameMode
 
 
 @dataclass(frozen=True)

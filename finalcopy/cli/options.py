@@ -41,16 +41,17 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
-from finalcopy.cli.choices import HashName, MetadataChoice, NamesChoice, VerifyChoice
+from finalcopy.choices import AlgorithmName, MetadataMode, NameMode, VerifyMode
 from finalcopy.cli.runtime import fail
 from finalcopy.errors import EXIT_USAGE
+from finalcopy.hashing import DEFAULT_ALGORITHM
 
 if TYPE_CHECKING:
     import logging
 
-    from finalcopy.backends.options import DestinationOptions, MetadataMode, NameMode
+    from finalcopy.backends.options import DestinationOptions
     from finalcopy.cli.render.base import Renderer
-    from finalcopy.engine import CopyOptions, VerifyMode
+    from finalcopy.engine import CopyOptions
 
 R = TypeVar("R")
 
@@ -132,14 +133,14 @@ class TransferOptions(OptionBlock):
     """How files are streamed and proven; ``copy`` and ``run`` must mean the same by them."""
 
     hash_name: Annotated[
-        HashName,
+        AlgorithmName,
         typer.Option(
             "--hash",
             rich_help_panel=VERIFICATION,
             help="Hash taken while streaming, written to the manifest "
             "(xxh128 is fast but not cryptographic).",
         ),
-    ] = HashName.blake3
+    ] = DEFAULT_ALGORITHM
     chunk_size: Annotated[
         str,
         typer.Option(
@@ -150,14 +151,14 @@ class TransferOptions(OptionBlock):
         ),
     ] = "64K"
     verify: Annotated[
-        VerifyChoice,
+        VerifyMode,
         typer.Option(
             "--verify",
             rich_help_panel=VERIFICATION,
             help="readback: re-read each file from the destination (server-side hash over SSH) "
             "and compare; size: compare sizes only; none: trust the write.",
         ),
-    ] = VerifyChoice.readback
+    ] = "readback"
 
     def copy_options(
         self, jobs: int, *, checksum: bool = False, dry_run: bool = False
@@ -166,10 +167,10 @@ class TransferOptions(OptionBlock):
         from finalcopy.engine import CopyOptions
 
         return CopyOptions(
-            algorithm=str(self.hash_name),
+            algorithm=self.hash_name,
             chunk_size=parse_size(self.chunk_size),
             jobs=jobs,
-            verify=cast("VerifyMode", str(self.verify)),
+            verify=self.verify,
             checksum=checksum,
             dry_run=dry_run,
         )
@@ -180,23 +181,23 @@ class FilesystemOptions(OptionBlock):
     """What the destination's file system can hold; NTFS and FUSE mounts differ from POSIX."""
 
     metadata: Annotated[
-        MetadataChoice,
+        MetadataMode,
         typer.Option(
             "--metadata",
             rich_help_panel=DESTINATION,
             help="auto: detect NTFS/FUSE and probe chmod/utime; posix: keep mode and mtime; "
             "none: content only, never call chmod/utime.",
         ),
-    ] = MetadataChoice.auto
+    ] = "auto"
     ntfs_names: Annotated[
-        NamesChoice,
+        NameMode,
         typer.Option(
             "--ntfs-names",
             rich_help_panel=DESTINATION,
             help="On no-metadata destinations: reject names NTFS cannot hold, "
             "or map them reversibly.",
         ),
-    ] = NamesChoice.reject
+    ] = "reject"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from finalcopy.engine.events import (
     Retry,
     discard,
 )
-from finalcopy.engine.options import CopyOptions, CopyReport, VerifyMode
+from finalcopy.engine.options import CopyOptions, CopyReport
 from finalcopy.engine.plan import META_DIR
 from finalcopy.engine.source import ContentInspector
 from finalcopy.engine.verify import VerifyReport, verify_tree
@@ -36,7 +36,6 @@ __all__ = [
     "Notice",
     "PlanReady",
     "Retry",
-    "VerifyMode",
     "VerifyReport",
     "copy_tree",
     "discard",

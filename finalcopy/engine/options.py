@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from finalcopy.choices import VerifyMode
 from finalcopy.engine.events import EventSink, FileFailed, Notice, Retry
 from finalcopy.engine.source import InspectorChooser, SourceRead
 from finalcopy.errors import UsageError
 from finalcopy.hashing import DEFAULT_ALGORITHM, Algorithm, get_algorithm
 
-VerifyMode = Literal["readback", "size", "none"]
 Clock = Callable[[], float]
 """Seconds from an arbitrary start, as :func:`time.monotonic` (the default) gives them."""
 

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finalcopy.choices import Mode
 from finalcopy.engine import META_DIR
-from finalcopy.finalize.settings import Mode
 from finalcopy.paths import is_inside
 from finalcopy.tree import WalkFailure, walk_tree
 

@@ -20,17 +20,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, get_args
 
 from finalcopy.backends.registry import DestinationOptions, SshLocation, parse_destination
-from finalcopy.engine import CopyOptions, VerifyMode
+from finalcopy.choices import Mode, OnExisting, VerifyMode
+from finalcopy.engine import CopyOptions
 from finalcopy.errors import UsageError
 
-Mode = Literal["strict", "lenient", "videos"]
-OnExisting = Literal["merge", "replace", "rename"]
-
-MODES: tuple[Mode, ...] = ("strict", "lenient", "videos")
-ON_EXISTING: tuple[OnExisting, ...] = ("merge", "replace", "rename")
+MODES: tuple[Mode, ...] = get_args(Mode)
+ON_EXISTING: tuple[OnExisting, ...] = get_args(OnExisting)
 DEFAULT_CACHE_ROOT_DIR = "/mnt/cache"
 FALLBACK_DIR_NAME = "_finalized_output"
 STATUS_FILE_NAME = "step7_status.json"
@@ -220,6 +218,8 @@ def _absolute(path: Path) -> Path:
 
 
 def verify_mode(name: str) -> VerifyMode:
-    if name not in ("readback", "size", "none"):
-        raise UsageError(f"--verify must be readback, size or none, not '{name}'")
-    return name  # type: ignore[return-value]
+    modes: tuple[VerifyMode, ...] = get_args(VerifyMode)
+    for mode in modes:
+        if name == mode:
+            return mode
+    raise UsageError(f"--verify must be one of {', '.join(modes)}, not '{name}'")

@@ -18,12 +18,12 @@ import anyio
 
 from finalcopy.backends import Backend
 from finalcopy.backends.base import join
+from finalcopy.choices import OnExisting
 from finalcopy.engine import META_DIR
 from finalcopy.engine.lock import HEARTBEAT_SECONDS, DestinationLock
 from finalcopy.errors import FinalcopyError, ProjectFailure
 from finalcopy.finalize.destination import free_name
 from finalcopy.finalize.journal import JournalEntry
-from finalcopy.finalize.settings import OnExisting
 
 MiB = 1 << 20
 SPACE_MARGIN_RATIO = 0.05

@@ -18,7 +18,7 @@ from pathlib import Path
 from finalcopy.backends.base import Capabilities
 from finalcopy.backends.local.backend import LocalBackend
 from finalcopy.backends.local.ntfs_names import check_names, encode_path
-from finalcopy.backends.options import NameMode
+from finalcopy.choices import NameMode
 
 #: Bytes per write() on these file systems; see ``writer.write_coalesced`` (FUSE round trips).
 WRITE_BUFFER = 1 << 20

@@ -37,7 +37,8 @@ from finalcopy.backends.base import Backend, temp_name
 from finalcopy.backends.local.backend import LocalBackend
 from finalcopy.backends.local.folders import create_exclusive, create_temp_file
 from finalcopy.backends.local.nometadata import NoMetadataBackend
-from finalcopy.backends.options import DestinationOptions, MetadataMode
+from finalcopy.backends.options import DestinationOptions
+from finalcopy.choices import MetadataMode
 from finalcopy.paths import is_inside, nearest_existing
 
 __all__ = [

@@ -33,7 +33,7 @@ from finalcopy.backends.options import DestinationOptions, SshLocation
 from finalcopy.backends.sftp.attrs import kind_of, metadata_attrs, steps, to_stat
 from finalcopy.backends.sftp.connection import Link, Session
 from finalcopy.backends.sftp.digests import ServerHashes, runner
-from finalcopy.backends.sftp.errors import is_connection_error, map_sftp_error
+from finalcopy.backends.sftp.errors import in_the_way, map_sftp_error
 from finalcopy.backends.sftp.shell import PROBE_TIMEOUT, batches, parse_silence, quote
 from finalcopy.backends.sftp.tree import REQUEST_BATCH, RemoteTree
 from finalcopy.backends.sftp.upload import Uploader
@@ -107,15 +107,11 @@ class SftpBackend(Backend):
         try:
             await sftp.mkdir(base)
         except asyncssh.SFTPError as exc:
-            if is_connection_error(exc):
-                raise
-            try:
-                # The root is the user's choice: a link to a folder is fine there.
-                attrs = await sftp.stat(base)
-            except asyncssh.SFTPNoSuchFile:
+            # The root is the user's choice: a link to a folder is fine there.
+            attrs = await in_the_way(exc, partial(sftp.stat, base))
+            if attrs is None:
                 await sftp.makedirs(base, exist_ok=True)  # a parent is missing
-                return
-            if kind_of(attrs) != "dir":
+            elif kind_of(attrs) != "dir":
                 raise map_sftp_error(exc, "create folder", self.root) from None
 
     async def _mkdirs(self, session: Session, paths: list[str]) -> None:
@@ -125,14 +121,11 @@ class SftpBackend(Backend):
             try:
                 await sftp.mkdir(tree.remote(path))  # never follows a link at that name
             except asyncssh.SFTPError as exc:
-                if is_connection_error(exc):
-                    raise
-                try:
-                    kind = kind_of(await sftp.lstat(tree.remote(path)))
-                except asyncssh.SFTPNoSuchFile:
+                found = await in_the_way(exc, partial(sftp.lstat, tree.remote(path)))
+                if found is None:
                     raise map_sftp_error(exc, "create folder", tree.describe(path)) from None
-                if kind != "dir":
-                    raise tree.refusal("create folder", path, path, kind) from None
+                if kind_of(found) != "dir":
+                    raise tree.refusal("create folder", path, path, kind_of(found)) from None
             tree.proven(path)
 
         await asyncio.gather(*(one(p) for p in paths))

@@ -7,6 +7,8 @@ worth a reconnect and a retry) and the server's refusal of one request
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import asyncssh
 
 from finalcopy.errors import (
@@ -50,6 +52,23 @@ def map_sftp_error(exc: asyncssh.SFTPError, action: str, where: str) -> Destinat
     if isinstance(exc, asyncssh.SFTPNoSpaceOnFilesystem | asyncssh.SFTPQuotaExceeded):
         return NoSpaceError(message)
     return DestinationError(message)
+
+
+async def in_the_way(
+    exc: asyncssh.SFTPError, look: Callable[[], Awaitable[asyncssh.SFTPAttrs]]
+) -> asyncssh.SFTPAttrs | None:
+    """What stands at a name after the server refused to create something there.
+
+    ``look`` stats the name; ``None`` means nothing is there (the refusal had
+    another cause). A failure of the link is re-raised as it is: the caller's
+    reconnect handles it.
+    """
+    if is_connection_error(exc):
+        raise exc
+    try:
+        return await look()
+    except asyncssh.SFTPNoSuchFile:
+        return None
 
 
 def map_ssh_error(exc: Exception, action: str, where: str) -> Exception:

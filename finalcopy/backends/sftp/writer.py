@@ -25,6 +25,7 @@ import posixpath
 from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -33,7 +34,12 @@ import asyncssh
 from finalcopy.backends.base import TempWriter
 from finalcopy.backends.sftp.attrs import kind_of, metadata_attrs, mtime_ns_of
 from finalcopy.backends.sftp.connection import Session, limited
-from finalcopy.backends.sftp.errors import describe_ssh_error, is_connection_error, map_sftp_error
+from finalcopy.backends.sftp.errors import (
+    describe_ssh_error,
+    in_the_way,
+    is_connection_error,
+    map_sftp_error,
+)
 from finalcopy.errors import (
     ConnectionLostError,
     DestinationError,
@@ -89,12 +95,9 @@ async def create_exclusive(
     try:
         return await channel.open(tmp, CREATE_FLAGS, attrs, encoding=None, block_size=0)
     except asyncssh.SFTPError as exc:
-        if is_connection_error(exc):
-            raise
-        try:
-            found = await channel.lstat(tmp)
-        except asyncssh.SFTPNoSuchFile:
-            raise exc from None  # not in the way: the refusal has another cause
+        found = await in_the_way(exc, partial(channel.lstat, tmp))
+        if found is None:
+            raise  # not in the way: the refusal has another cause
     if kind_of(found) == "dir":
         raise DestinationError(
             f"cannot create '{where}': a folder is in the way at its temporary name "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from finalcopy.cli.choices import ModeChoice, OnExistingChoice
+from finalcopy.choices import Mode, OnExisting
 from finalcopy.cli.destination import check_destination
 from finalcopy.cli.options import (
     DESTINATION,
@@ -93,7 +92,7 @@ class PipelineOptions(OptionBlock):
         ),
     ] = None
     mode: Annotated[
-        ModeChoice,
+        Mode,
         typer.Option(
             "--mode",
             rich_help_panel=WHAT,
@@ -101,7 +100,7 @@ class PipelineOptions(OptionBlock):
             envvar="FINALIZE_MODE",
             help="Readiness: strict (scenes+tracking), lenient (any artifact), videos (any video).",
         ),
-    ] = ModeChoice.lenient
+    ] = "lenient"
     restore_archives: Annotated[
         bool,
         typer.Option(
@@ -137,7 +136,7 @@ class PipelineOptions(OptionBlock):
         ),
     ] = None
     on_existing: Annotated[
-        OnExistingChoice,
+        OnExisting,
         typer.Option(
             "--on-existing",
             rich_help_panel=WHAT,
@@ -146,21 +145,16 @@ class PipelineOptions(OptionBlock):
             help="When OUTPUT/<project> exists: merge (files replaced atomically, others kept), "
             "replace (swap once the new copy is verified), rename (new <name>__finalized_<time>).",
         ),
-    ] = OnExistingChoice.MERGE
+    ] = "merge"
 
     def given(self, ctx: typer.Context) -> dict[str, Any]:
         """The values typed on the command line (not taken from the environment or defaults)."""
         return {
-            field.name: _plain(getattr(self, field.name))
+            field.name: getattr(self, field.name)
             for field in dataclasses.fields(self)
             # By name: typer vendors click, so the enum's class is not importable reliably.
             if getattr(ctx.get_parameter_source(field.name), "name", None) == "COMMANDLINE"
         }
-
-
-def _plain(value: Any) -> Any:
-    """An enum choice as the plain string the settings take."""
-    return str(value) if isinstance(value, enum.Enum) else value
 
 
 @with_option_blocks
