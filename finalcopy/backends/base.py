@@ -69,8 +69,9 @@ import hashlib
 import posixpath
 import secrets
 import stat
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -168,6 +169,39 @@ class DestStat:
     mode: int
 
 
+Phase = Literal["stream", "commit", "verify"]
+
+
+@dataclass
+class PhaseTimes:
+    """Seconds spent in each phase of a transfer, for ``finalcopy bench``'s time split.
+
+    *stream*: reading, hashing and writing the bytes; *commit*: metadata,
+    fsync and rename (or their requests); *verify*: the read-back or server
+    hash. Concurrent files each count their own time, so a sum over a copy
+    is worker-seconds: its shares say where the work goes, not wall time.
+    """
+
+    stream: float = 0.0
+    commit: float = 0.0
+    verify: float = 0.0
+
+    @contextlib.contextmanager
+    def timing(self, phase: Phase) -> Iterator[None]:
+        """Add the time the block takes to ``phase`` (also when it raises)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            setattr(self, phase, getattr(self, phase) + time.perf_counter() - start)
+
+    def add(self, other: PhaseTimes) -> None:
+        """Add ``other``'s seconds to these."""
+        self.stream += other.stream
+        self.commit += other.commit
+        self.verify += other.verify
+
+
 @dataclass(eq=False)
 class FileTransfer:
     """One file for :meth:`Backend.put_files`; the backend fills the outcome fields."""
@@ -190,6 +224,8 @@ class FileTransfer:
     dest_mtime_ns: int = 0
     """The destination's mtime right after commit, to detect later changes cheaply."""
     attempts: int = field(default=1)
+    times: PhaseTimes = field(default_factory=PhaseTimes)
+    """Where this file's time went; the backend adds to it."""
 
     @property
     def create_mode(self) -> int:
@@ -358,7 +394,7 @@ class Backend(ABC):
                 transfer.error = exc
                 continue
             if transfer.readback:
-                with contextlib.suppress(DestinationError):
+                with contextlib.suppress(DestinationError), transfer.times.timing("verify"):
                     transfer.readback_digest = await self.hash_file(transfer.path, algorithm)
 
     async def _stream(self, transfer: FileTransfer) -> None:
@@ -366,15 +402,17 @@ class Backend(ABC):
         source = transfer.source
         writer = await self.open_temp(transfer.path, transfer.temp)
         try:
-            while True:
-                chunks = await anyio.to_thread.run_sync(source.read_many, READ_CHUNKS)
-                for chunk in chunks:
-                    await writer.write(chunk)
-                if len(chunks) < READ_CHUNKS:
-                    break
-            transfer.dest_mtime_ns = await writer.commit(
-                mode=transfer.mode, mtime_ns=transfer.mtime_ns
-            )
+            with transfer.times.timing("stream"):
+                while True:
+                    chunks = await anyio.to_thread.run_sync(source.read_many, READ_CHUNKS)
+                    for chunk in chunks:
+                        await writer.write(chunk)
+                    if len(chunks) < READ_CHUNKS:
+                        break
+            with transfer.times.timing("commit"):
+                transfer.dest_mtime_ns = await writer.commit(
+                    mode=transfer.mode, mtime_ns=transfer.mtime_ns
+                )
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await writer.abort()

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from finalcopy.backends.base import PhaseTimes
 from finalcopy.choices import VerifyMode
 from finalcopy.engine.events import EventSink, FileFailed, Notice, Retry
 from finalcopy.engine.source import InspectorChooser, SourceRead
@@ -97,6 +98,8 @@ class CopyReport:
     """Source path → how the source looked when this run read it (streamed files only)."""
     replaced: dict[str, str] = field(default_factory=dict)
     """Destination path → where the entry it replaced was moved (``backup_dir``)."""
+    times: PhaseTimes = field(default_factory=PhaseTimes)
+    """Worker-seconds per phase over the files sent (see :class:`PhaseTimes`)."""
 
     @property
     def ok(self) -> bool:

@@ -204,7 +204,9 @@ class Transfer:
         self.progress.done += f.size
         if transfer.error is None:
             report.written.append(transfer.path)
-            transfer.error = await self._verify(f, source, transfer)
+            with transfer.times.timing("verify"):
+                transfer.error = await self._verify(f, source, transfer)
+        report.times.add(transfer.times)
         if transfer.error is not None:
             if isinstance(transfer.error, NoSpaceError | DestinationUnusable):
                 self.fatal = transfer.error

@@ -303,7 +303,11 @@ class LocalBackend(Backend):
             fill = partial(write_coalesced, read_chunk=read_chunk, size=self.write_buffer)
         else:
             fill = partial(write_chunks, read_chunk=read_chunk)
-        transfer.dest_mtime_ns = writer.fill_and_commit(fill, transfer.mode, transfer.mtime_ns)
+        times = transfer.times
+        with times.timing("stream"):
+            writer.fill(fill)
+        with times.timing("commit"):
+            transfer.dest_mtime_ns = writer.commit_blocking(transfer.mode, transfer.mtime_ns)
         if transfer.readback:
-            with os_errors(writer.where, "read back"):
+            with os_errors(writer.where, "read back"), times.timing("verify"):
                 transfer.readback_digest = _hash_at(writer.dir_fd, writer.name, algorithm)

@@ -114,7 +114,7 @@ class LocalTempWriter(TempWriter):
         self._pending = True
 
     async def write(self, data: bytes | memoryview) -> None:
-        assert self._run is not None, "a writer opened in a thread writes with fill_and_commit"
+        assert self._run is not None, "a writer opened in a thread writes with fill"
         await self._run(self.write_blocking, data)
 
     def write_blocking(self, data: bytes | memoryview) -> None:
@@ -122,16 +122,9 @@ class LocalTempWriter(TempWriter):
         self.fill(partial(write_all, data=data))
 
     async def commit(self, *, mode: int | None, mtime_ns: int | None) -> int:
-        assert self._run is not None, "a writer opened in a thread commits with fill_and_commit"
+        assert self._run is not None, "a writer opened in a thread commits with commit_blocking"
         mtime: int = await self._run(self.commit_blocking, mode, mtime_ns)
         return mtime
-
-    def fill_and_commit(
-        self, fill: Callable[[int], None], mode: int | None, mtime_ns: int | None
-    ) -> int:
-        """Write with ``fill(fd)``, then :meth:`commit_blocking`; any failure removes the file."""
-        self.fill(fill)
-        return self.commit_blocking(mode, mtime_ns)
 
     def fill(self, fill: Callable[[int], None]) -> None:
         """Write with ``fill(fd)``; a failure aborts the writer."""

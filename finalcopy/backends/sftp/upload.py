@@ -37,6 +37,7 @@ from finalcopy.backends.base import (
     Batch,
     FileTransfer,
     OnRetry,
+    PhaseTimes,
     RetryListener,
 )
 from finalcopy.backends.sftp.attrs import kind_of
@@ -122,10 +123,14 @@ class Uploader:
         wanted = [t for t in transfers if t.readback and t.error is None]
         if not wanted:
             return
-        with contextlib.suppress(DestinationError):
+        times = PhaseTimes()
+        with contextlib.suppress(DestinationError), times.timing("verify"):
             # What fails here stays unset: the engine then calls hash_file for that file,
             # which reports the file's own error.
             await self.hashes.hash_committed(wanted, algorithm, on_retry)
+        total = sum(t.source.size for t in wanted) or 1
+        for transfer in wanted:  # one command hashed them all: shared out by size
+            transfer.times.verify += times.verify * transfer.source.size / total
 
     async def _preload(self, transfers: Sequence[FileTransfer]) -> dict[int, bytes]:
         """The small files of a batch, read (and hashed) in one worker-thread hop.
@@ -181,13 +186,15 @@ class Uploader:
             else:
                 writer = await self._resume_point(session, transfer, tmp, algorithm, at_start)
             try:
-                if content is not None:
-                    await writer.write(content)
-                else:
-                    await self._pump(writer, transfer.source)
-                transfer.dest_mtime_ns = await writer.commit(
-                    mode=transfer.mode, mtime_ns=transfer.mtime_ns
-                )
+                with transfer.times.timing("stream"):
+                    if content is not None:
+                        await writer.write(content)
+                    else:
+                        await self._pump(writer, transfer.source)
+                with transfer.times.timing("commit"):
+                    transfer.dest_mtime_ns = await writer.commit(
+                        mode=transfer.mode, mtime_ns=transfer.mtime_ns
+                    )
             except BaseException as exc:
                 if isinstance(exc, Exception) and is_connection_error(exc):
                     await writer.discard()  # keep the partial file for the next attempt
