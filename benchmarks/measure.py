@@ -1,32 +1,31 @@
 """Measuring: time each tool's command, check its copy, rotate the order, summarize.
 
 Each run: remove the previous destination, ``sync``, then time the tool's
-command with ``time.perf_counter`` around the subprocess (wall time) and
-GNU ``/usr/bin/time -v`` (peak RSS), and check that every source file landed
-with its size (optionally its SHA-256). A wrong copy is a failure, not a time.
+command with :func:`finalcopy.bench.measure.run_command` (wall time around
+the subprocess, peak RSS from ``wait4``: the code ``finalcopy bench
+--compare`` uses), and check that every source file landed with its size
+(optionally its SHA-256). A wrong copy is a failure, not a time. The order
+rotates as in ``finalcopy bench`` (:func:`finalcopy.bench.matrix.rotated`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.targets import REPO_ROOT, Destination, first_line, local_digests, local_listing
+from benchmarks.targets import REPO_ROOT, Destination, local_digests, local_listing
 from benchmarks.tools import Job, Tool
-from benchmarks.workloads import MiB, generate
+from finalcopy.bench.matrix import rotated
+from finalcopy.bench.measure import run_command
+from finalcopy.bench.workload import generate
 
 __all__ = [
-    "Outcome",
     "RunRecord",
     "Settings",
     "ToolResult",
@@ -35,12 +34,9 @@ __all__ = [
     "check_copy",
     "log",
     "rotated",
-    "run_timed",
 ]
 
-TIME_BIN = "/usr/bin/time"
-_RSS_RE = re.compile(r"Maximum resident set size \(kbytes\):\s*(\d+)")
-_SIGNAL_RE = re.compile(r"Command terminated by signal (\d+)")
+MiB = 1 << 20
 
 
 @dataclass
@@ -95,65 +91,6 @@ class WorkloadResult:
     bytes: int
     generate_s: float
     tools: list[ToolResult]
-
-
-@dataclass
-class Outcome:
-    """What one command did: wall time, peak RSS, and an error if it failed."""
-
-    wall_s: float
-    max_rss_kib: int | None
-    error: str | None
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def run_timed(
-    argv: Sequence[str],
-    env: dict[str, str],
-    log_dir: Path,
-    timeout: float,
-    sync_in_timing: bool,
-) -> Outcome:
-    """Run one command under ``/usr/bin/time -v``; wall time from perf_counter."""
-    time_file = log_dir / "time.txt"
-    time_file.unlink(missing_ok=True)
-    wrapped = (
-        [TIME_BIN, "-v", "-o", str(time_file), *argv] if os.access(TIME_BIN, os.X_OK) else [*argv]
-    )
-    with (log_dir / "stdout").open("wb") as out, (log_dir / "stderr").open("wb") as err:
-        started = time.perf_counter()
-        # Its own session, so a timeout stops the tool and all it started, not just GNU time.
-        proc = subprocess.Popen(wrapped, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                env=env, cwd=REPO_ROOT, start_new_session=True)  # fmt: skip
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return Outcome(time.perf_counter() - started, None, f"timed out after {timeout:g} s")
-        if sync_in_timing:
-            os.sync()
-        wall = time.perf_counter() - started
-    report = ""
-    with contextlib.suppress(OSError):
-        report = time_file.read_text(errors="replace")
-    match = _RSS_RE.search(report)
-    rss = int(match.group(1)) if match else None
-    if code == 0:
-        return Outcome(wall, rss, None)
-    # GNU time exits 128+N for a signal; name it, since SIGKILL usually means the OOM killer.
-    killed = _SIGNAL_RE.search(report)
-    status = f"killed by {_signal_name(int(killed.group(1)))}" if killed else f"exit status {code}"
-    message = first_line((log_dir / "stderr").read_bytes())
-    message = message or first_line((log_dir / "stdout").read_bytes())
-    return Outcome(wall, rss, status + (f": {message}" if message else ""))
 
 
 def check_copy(
@@ -214,14 +151,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def rotated(items: Sequence[Tool], shift: int) -> list[Tool]:
-    """``items`` starting at ``shift``: each tool leads once every len(items) runs."""
-    if not items:
-        return []
-    shift %= len(items)
-    return [*items[shift:], *items[:shift]]
-
-
 def bench_workload(
     name: str,
     settings: Settings,
@@ -265,7 +194,11 @@ def bench_workload(
         env = {**os.environ, "LC_ALL": "C.UTF-8", **(tool.env(job) if tool.env else {})}
         if tool.before_each is not None:
             tool.before_each(job)
-        outcome = run_timed(tool.argv(job), env, job.scratch, settings.timeout, settings.timed_sync)
+        outcome = run_command(
+            tool.argv(job), env=env, cwd=REPO_ROOT, stdout=job.scratch / "stdout",
+            stderr=job.scratch / "stderr", timeout=settings.timeout,
+            sync=Path(dest.path) if settings.timed_sync else None,
+        )  # fmt: skip
         error = outcome.error
         if error is None:
             error = check_copy(source, dest.listing(), src.name, source_digests, dest.digests)

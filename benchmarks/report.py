@@ -1,43 +1,18 @@
-"""The report: machine context, the tools' versions and commands, one table per workload."""
+"""The report: machine context, the tools' versions and commands, one table per workload.
+
+The machine facts are :func:`finalcopy.bench.machine.machine_facts`, the ones
+``finalcopy bench`` reports too.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import json
-import os
-import platform
 from dataclasses import asdict
-from pathlib import Path
 
-from benchmarks.measure import Settings, WorkloadResult
-from benchmarks.workloads import MiB
+from benchmarks.measure import MiB, Settings, WorkloadResult
+from finalcopy.bench.machine import machine_facts as system_context
 
 __all__ = ["json_report", "markdown_report", "system_context"]
-
-
-def _proc_field(path: str, key: str) -> str | None:
-    with contextlib.suppress(OSError):
-        for line in Path(path).read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name.strip() == key:
-                return value.strip()
-    return None
-
-
-def system_context() -> dict[str, str]:
-    """Machine facts a reader needs before trusting a ratio."""
-    mem_kib = _proc_field("/proc/meminfo", "MemTotal") or "0 kB"
-    return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "kernel": platform.release(),
-        "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
-        "nproc": str(len(os.sched_getaffinity(0))),
-        "memory": f"{int(mem_kib.split()[0]) / 1024 / 1024:.1f} GiB",
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        # A busy machine explains a wide min-max spread better than any tool does.
-        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

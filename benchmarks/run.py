@@ -11,9 +11,13 @@ explains the targets, the columns and the modules:
 
 - ``targets.py``: where the copies land (local folder, SSH server), sshd and NTFS helpers
 - ``tools.py``: the registry of tools and how each builds its command
-- ``measure.py``: timing one command, checking the copy, the rotated runs
-- ``report.py``: machine context and the markdown tables
+- ``measure.py``: checking the copy, the rotated runs
+- ``report.py``: the markdown tables
 - ``cli.py``: the options and ``main``
+
+The workload generator, the other tools' command lines, the timing of one
+command and the machine facts are :mod:`finalcopy.bench`'s, shared with
+``finalcopy bench``: one harness, not two.
 """
 
 from __future__ import annotations

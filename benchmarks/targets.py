@@ -1,6 +1,7 @@
 """Where the copies land: a local folder or a folder on an SSH server.
 
-``SshTarget`` carries the client options every OpenSSH-based tool gets; a
+``SshTarget`` (:mod:`finalcopy.bench.tools`, shared with ``finalcopy bench
+--compare``) carries the client options every OpenSSH-based tool gets; a
 ``Destination`` is the folder each run copies into, emptied between runs and
 listed afterwards to check the copy. ``start_sshd`` and ``mount_ntfs`` lend
 the test suite's real parts (``tests/support/``) to the benchmark.
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from finalcopy.bench.measure import first_line
+from finalcopy.bench.tools import SshTarget
 from tests.support import loopmount
 from tests.support.ntfs import NTFS
 from tests.support.sshd import running_sshd
@@ -32,11 +35,14 @@ __all__ = [
     "LocalDestination",
     "RemoteDestination",
     "SshTarget",
+    "client_config",
     "first_line",
     "fs_type",
     "local_digests",
     "local_listing",
     "mount_ntfs",
+    "remote_run",
+    "ssh_url",
     "start_sshd",
 ]
 
@@ -47,76 +53,37 @@ DEFAULT_CIPHER = "aes128-gcm@openssh.com"
 TARGETS = ("local", "ntfs", "sftp")
 
 
-@dataclass(frozen=True)
-class SshTarget:
-    """An SSH server and the client options every OpenSSH-based tool shares."""
+def ssh_url(ssh: SshTarget, path: str) -> str:
+    """``sftp://user@host:port/path`` for finalcopy."""
+    return f"sftp://{ssh.login}:{ssh.port or 22}{path}"
 
-    host: str
-    user: str
-    port: int = 22
-    #: Private key (``-i``); None leaves it to the agent and the user's keys.
-    key: Path | None = None
-    #: ``UserKnownHostsFile``; None means the user's own.
-    known_hosts: Path | None = None
-    cipher: str = DEFAULT_CIPHER
 
-    def options(self) -> list[str]:
-        """``-o``/``-i`` options, identical for ssh, scp, sftp and rsync's ssh.
+def client_config(ssh: SshTarget) -> str:
+    """An ``ssh_config`` block with the same settings, for tools without flags (finalcopy)."""
+    lines = [f"Host {ssh.host}", f"    Port {ssh.port or 22}"]
+    if ssh.user:
+        lines.append(f"    User {ssh.user}")
+    lines += ["    StrictHostKeyChecking yes", "    Compression no"]
+    if ssh.cipher:
+        lines.append(f"    Ciphers {ssh.cipher}")
+    if ssh.known_hosts is not None:
+        lines.append(f"    UserKnownHostsFile {ssh.known_hosts}")
+    if ssh.key is not None:
+        lines += [f"    IdentityFile {ssh.key}", "    IdentitiesOnly yes"]
+    return "\n".join(lines) + "\n"
 
-        Compression is forced off: a user config with ``Compression yes``
-        would otherwise turn a throughput test into a CPU test.
-        """
-        opts = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
-        opts += ["-o", "Compression=no", "-o", f"Ciphers={self.cipher}"]
-        if self.known_hosts is not None:
-            opts += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
-        if self.key is not None:
-            opts += ["-i", str(self.key), "-o", "IdentitiesOnly=yes"]
-        return opts
 
-    @property
-    def login(self) -> str:
-        """``user@host`` with an IPv6 address bracketed as scp and rsync want."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.user}@{host}"
-
-    def ssh_argv(self) -> list[str]:
-        """The ssh command without a destination, as rsync's ``-e`` wants it."""
-        return ["ssh", "-p", str(self.port), *self.options()]
-
-    def spec(self, path: str) -> str:
-        """``user@host:path`` for scp and rsync."""
-        return f"{self.login}:{path}"
-
-    def url(self, path: str) -> str:
-        """``sftp://user@host:port/path`` for finalcopy."""
-        return f"sftp://{self.login}:{self.port}{path}"
-
-    def client_config(self) -> str:
-        """An ``ssh_config`` block with the same settings, for tools without flags."""
-        lines = [
-            f"Host {self.host}",
-            f"    Port {self.port}",
-            f"    User {self.user}",
-            "    StrictHostKeyChecking yes",
-            "    Compression no",
-            f"    Ciphers {self.cipher}",
-        ]
-        if self.known_hosts is not None:
-            lines.append(f"    UserKnownHostsFile {self.known_hosts}")
-        if self.key is not None:
-            lines += [f"    IdentityFile {self.key}", "    IdentitiesOnly yes"]
-        return "\n".join(lines) + "\n"
-
-    def run(self, command: str, timeout: float = 600) -> subprocess.CompletedProcess[bytes]:
-        """Run a shell command on the server."""
-        return subprocess.run(
-            [*self.ssh_argv(), self.login, command],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
+def remote_run(
+    ssh: SshTarget, command: str, timeout: float = 600
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a shell command on the server."""
+    return subprocess.run(
+        [*ssh.ssh_argv(), ssh.login, command],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 class Destination(Protocol):
@@ -178,13 +145,13 @@ class RemoteDestination:
         return posixpath.join(self.root, DEST_NAME)
 
     def clear(self) -> None:
-        proc = self.ssh.run(f"rm -rf -- {shlex.quote(self.path)}")
+        proc = remote_run(self.ssh, f"rm -rf -- {shlex.quote(self.path)}")
         if proc.returncode != 0:
             raise RuntimeError(f"remote cleanup failed: {first_line(proc.stderr)}")
 
     def listing(self) -> dict[str, int]:
         # NUL-separated so no file name can break the parsing.
-        proc = self.ssh.run(f"find {shlex.quote(self.path)} -type f -printf '%s %P\\0'")
+        proc = remote_run(self.ssh, f"find {shlex.quote(self.path)} -type f -printf '%s %P\\0'")
         if proc.returncode != 0:
             return {}
         sizes: dict[str, int] = {}
@@ -195,7 +162,8 @@ class RemoteDestination:
         return sizes
 
     def digests(self) -> dict[str, str]:
-        proc = self.ssh.run(
+        proc = remote_run(
+            self.ssh,
             f"cd {shlex.quote(self.path)} && find . -type f -print0 | xargs -0 -r sha256sum",
             timeout=3600,
         )
@@ -206,7 +174,7 @@ class RemoteDestination:
         return result
 
     def describe(self) -> str:
-        return f"{self.root} on {self.ssh.login} port {self.ssh.port} (SFTP)"
+        return f"{self.root} on {self.ssh.login} port {self.ssh.port or 22} (SFTP)"
 
 
 def local_listing(root: Path) -> dict[str, int]:
@@ -234,18 +202,6 @@ def local_digests(root: Path) -> dict[str, str]:
 def fs_type(path: Path) -> str:
     """File system type of the mount holding ``path`` (the test suite's reading of mountinfo)."""
     return loopmount.fs_type(path) or "unknown"
-
-
-def first_line(raw: bytes) -> str:
-    """The line of a tool's stderr that best says what went wrong.
-
-    The first non-empty line, except for Python tracebacks, whose first line
-    says nothing and whose last line holds the exception.
-    """
-    lines = [ln.strip() for ln in raw.decode(errors="replace").splitlines() if ln.strip()]
-    if not lines:
-        return ""
-    return lines[-1] if lines[0].startswith("Traceback") else lines[0]
 
 
 def start_sshd(stack: contextlib.ExitStack, folder: Path, cipher: str) -> SshTarget:

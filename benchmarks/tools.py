@@ -1,23 +1,23 @@
-"""The tools timed: one ``Tool`` entry per way of copying a tree, and how to run each.
+"""The tools timed: the shared registry of other tools plus finalcopy's own entries.
 
-Adding a tool is adding one ``Tool(...)`` to :data:`TOOLS`: a key, a label,
-the targets it applies to, a function that builds its argv from a ``Job``,
-the command that prints its version, and what it needs on ``PATH`` or as a
-Python module.
+The other tools' command lines (cp, rsync, rclone, sftp, scp, rsync over
+ssh) are :data:`finalcopy.bench.tools.TOOLS`, shared with ``finalcopy bench
+--compare``; this module adds what only the repository's benchmarks time:
+finalcopy itself as a command (with and without verification, and ``finalcopy
+run``), ``shutil.copytree`` and asyncssh's own ``put``. Adding a tool is
+adding one ``Tool(...)`` to one of the two registries.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import shlex
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.targets import REPO_ROOT, SshTarget, first_line
+from benchmarks.targets import REPO_ROOT, client_config, ssh_url
+from finalcopy.bench import tools as shared
+from finalcopy.bench.tools import Job, Tool, tool_version
 
 __all__ = [
     "TOOLS",
@@ -30,69 +30,6 @@ __all__ = [
     "tool_version",
     "tools_for",
 ]
-
-
-@dataclass(frozen=True)
-class Job:
-    """Everything a tool needs to build its command line."""
-
-    src: Path
-    #: A local path, or an absolute path on the SSH server.
-    dst: str
-    #: The tool's own folder: batch files, its ssh config, its last stdout and stderr.
-    scratch: Path
-    ssh: SshTarget | None = None
-    python: str = sys.executable
-    finalcopy_args: tuple[str, ...] = ()
-
-    def need_ssh(self) -> SshTarget:
-        """The SSH target; SFTP tools are only built when there is one."""
-        if self.ssh is None:
-            raise RuntimeError("this tool needs an SSH target")
-        return self.ssh
-
-
-@dataclass(frozen=True)
-class Tool:
-    """One way of copying a tree: adding a tool is adding one of these."""
-
-    key: str
-    label: str
-    targets: frozenset[str]
-    argv: Callable[[Job], list[str]]
-    version_argv: Callable[[Job], list[str]]
-    #: Executables that must be on PATH.
-    programs: tuple[str, ...] = ()
-    #: Python modules that must be importable by ``Job.python``.
-    modules: tuple[str, ...] = ()
-    #: Reference tools get a ratio column.
-    reference: bool = False
-    note: str = ""
-    #: Writes files the command needs (batch file, ssh config); untimed.
-    prepare: Callable[[Job], None] | None = None
-    #: Extra environment variables for the command.
-    env: Callable[[Job], dict[str, str]] | None = None
-    #: Runs before every timed run, untimed (a tool that consumes its source).
-    before_each: Callable[[Job], None] | None = None
-    #: The workloads it applies to; None: every one.
-    workloads: frozenset[str] | None = None
-
-    def unavailable(self) -> str | None:
-        """Why this tool cannot run here, or None."""
-        missing = [p for p in self.programs if shutil.which(p) is None]
-        missing += [m for m in self.modules if not module_present(m)]
-        return f"not found: {', '.join(missing)}" if missing else None
-
-
-def module_present(name: str) -> bool:
-    """Whether ``python -m``/``import`` finds ``name`` from the repository root.
-
-    Only the top-level package is located (nothing is imported), so a broken
-    work-in-progress package still counts as present and fails visibly.
-    """
-    if (REPO_ROOT / name.replace(".", "/")).is_dir():
-        return True
-    return importlib.util.find_spec(name.partition(".")[0]) is not None
 
 
 def _finalcopy(job: Job, *options: str) -> list[str]:
@@ -115,7 +52,7 @@ def _finalcopy_sftp(*options: str) -> Callable[[Job], list[str]]:
             flags += ["--identity", str(ssh.key)]
         if ssh.known_hosts is not None:
             flags += ["--known-hosts", str(ssh.known_hosts)]
-        return [*_finalcopy(job, *flags), str(job.src), ssh.url(job.dst)]
+        return [*_finalcopy(job, *flags), str(job.src), ssh_url(ssh, job.dst)]
 
     return argv
 
@@ -128,31 +65,7 @@ def _prepare_ssh_home(job: Job) -> None:
     """A private ``~/.ssh/config``: the benchmark's cipher, none of the user's settings."""
     ssh_dir = _ssh_home(job) / ".ssh"
     ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (ssh_dir / "config").write_text(job.need_ssh().client_config())
-
-
-def _sftp_batch(job: Job) -> Path:
-    return job.scratch / "sftp.batch"
-
-
-def _prepare_sftp_batch(job: Job) -> None:
-    _sftp_batch(job).write_text(f'put -r "{job.src}" "{job.dst}"\n')
-
-
-def _sftp_argv(job: Job) -> list[str]:
-    ssh = job.need_ssh()
-    batch = ["-b", str(_sftp_batch(job))]
-    return ["sftp", "-q", "-P", str(ssh.port), *ssh.options(), *batch, ssh.login]
-
-
-def _scp_argv(job: Job) -> list[str]:
-    ssh = job.need_ssh()
-    return ["scp", "-q", "-r", "-P", str(ssh.port), *ssh.options(), str(job.src), ssh.spec(job.dst)]
-
-
-def _rsync_ssh_argv(job: Job) -> list[str]:
-    ssh = job.need_ssh()
-    return ["rsync", "-a", "-e", shlex.join(ssh.ssh_argv()), f"{job.src}/", ssh.spec(job.dst) + "/"]
+    (ssh_dir / "config").write_text(client_config(job.need_ssh()))
 
 
 _ASYNCSSH_PUT = """\
@@ -174,19 +87,15 @@ asyncio.run(main(*sys.argv[1:]))
 
 def _asyncssh_argv(job: Job) -> list[str]:
     ssh = job.need_ssh()
-    identity = [str(ssh.key or ""), str(ssh.known_hosts or ""), ssh.cipher]
-    return [job.python, "-c", _ASYNCSSH_PUT, ssh.host, str(ssh.port), ssh.user, *identity,
-            str(job.src), job.dst]  # fmt: skip
+    login = [ssh.host, str(ssh.port or 22), ssh.user or "root"]
+    identity = [str(ssh.key or ""), str(ssh.known_hosts or ""), ssh.cipher or ""]
+    return [job.python, "-c", _ASYNCSSH_PUT, *login, *identity, str(job.src), job.dst]
 
 
 _COPYTREE = "import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2])"
 _LOCAL = frozenset({"local"})
 _FILESYSTEMS = frozenset({"local", "ntfs"})
 _SFTP = frozenset({"sftp"})
-
-
-def _fixed(*argv: str) -> Callable[[Job], list[str]]:
-    return lambda _job: list(argv)
 
 
 def _python_print(expr: str) -> Callable[[Job], list[str]]:
@@ -246,38 +155,14 @@ def _finalcopy_tools() -> list[Tool]:
     return tools
 
 
-# One entry per tool and target family; keys repeat across targets so
-# ``--tools rsync`` means "the rsync variant for this target".
+# Keys repeat across targets so ``--tools rsync`` means "the rsync variant for this target".
 TOOLS: tuple[Tool, ...] = (
     *_finalcopy_tools(),
-    Tool("cp", "cp -r", _FILESYSTEMS, lambda job: ["cp", "-r", str(job.src), job.dst],
-         _fixed("cp", "--version"), programs=("cp",), reference=True,
-         note="no verification, no metadata"),
-    Tool("rsync", "rsync -a", _LOCAL,
-         lambda job: ["rsync", "-a", f"{job.src}/", f"{job.dst}/"],
-         _fixed("rsync", "--version"), programs=("rsync",), reference=True,
-         note="checksums the data it receives (no read-back), keeps metadata"),
-    Tool("rsync", "rsync -a --no-perms --no-owner --no-group --no-times", frozenset({"ntfs"}),
-         lambda job: ["rsync", "-a", "--no-perms", "--no-owner", "--no-group", "--no-times",
-                      f"{job.src}/", f"{job.dst}/"],
-         _fixed("rsync", "--version"), programs=("rsync",), reference=True,
-         note="the seed's first choice on NTFS: no metadata calls"),
+    *shared.TOOLS,
     Tool("shutil", "shutil.copytree", _LOCAL,
          lambda job: [job.python, "-c", _COPYTREE, str(job.src), job.dst],
          _python_print("'Python', __import__('platform').python_version()"),
          note="the seed's last fallback; copy2 keeps mode and mtime"),
-    Tool("rclone", "rclone copy", _LOCAL,
-         lambda job: ["rclone", "copy", "--config", "/dev/null", "--transfers", "4",
-                      "--checkers", "8", str(job.src), job.dst],
-         _fixed("rclone", "version"), programs=("rclone",),
-         note="4 parallel transfers; checks size and MD5 after each file (its default)"),
-    Tool("sftp", "sftp -b (put -r)", _SFTP, _sftp_argv, _fixed("ssh", "-V"),
-         programs=("sftp",), prepare=_prepare_sftp_batch,
-         note="OpenSSH client, one file at a time"),
-    Tool("scp", "scp -r", _SFTP, _scp_argv, _fixed("ssh", "-V"), programs=("scp",),
-         reference=True, note="OpenSSH 9+ scp speaks SFTP underneath"),
-    Tool("rsync", "rsync -a -e ssh", _SFTP, _rsync_ssh_argv, _fixed("rsync", "--version"),
-         programs=("rsync", "ssh"), reference=True, note="needs rsync on the server"),
     Tool("asyncssh", "asyncssh SFTPClient.put", _SFTP, _asyncssh_argv,
          _python_print("'asyncssh', __import__('asyncssh').__version__"), modules=("asyncssh",),
          note="the library finalcopy builds on, with put(recurse=True) defaults"),
@@ -286,21 +171,7 @@ TOOLS: tuple[Tool, ...] = (
 
 def tools_for(target: str) -> list[Tool]:
     """The registry's tools for one target, in display order."""
-    return [tool for tool in TOOLS if target in tool.targets]
-
-
-def tool_version(tool: Tool, job: Job) -> str:
-    """First line of the tool's version output (ssh -V prints on stderr)."""
-    try:
-        proc = subprocess.run(
-            tool.version_argv(job), capture_output=True, timeout=30, cwd=REPO_ROOT, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unknown ({exc})"
-    if proc.returncode != 0:
-        return "unknown (version command failed)"
-    line = first_line(proc.stdout) or first_line(proc.stderr) or "unknown"
-    return " ".join(line.split())
+    return shared.tools_for(target, TOOLS)
 
 
 def command_template(argv: Sequence[str], job: Job) -> str:
@@ -329,7 +200,7 @@ def describe_tools(tools: Sequence[Tool], sample: Job) -> list[dict[str, str]]:
         {
             "key": t.key,
             "label": t.label,
-            "version": tool_version(t, sample),
+            "version": tool_version(t, sample, cwd=REPO_ROOT),
             "command": command_template(t.argv(sample), sample),
             "note": t.note,
         }
@@ -351,23 +222,13 @@ def list_tools() -> str:
 
 def select_tools(target: str, wanted: str | None) -> tuple[list[Tool], dict[str, str]]:
     """Tools to run and, for the others asked for or listed, why they are skipped."""
-    candidates = tools_for(target)
     keys = [k.strip() for k in wanted.split(",") if k.strip()] if wanted else None
-    if keys is not None:
-        known = {t.key for t in candidates}
-        unknown = [k for k in keys if k not in known]
-        if unknown:
-            raise SystemExit(
-                f"unknown tool(s) for target {target}: {', '.join(unknown)}; "
-                f"choose from {', '.join(sorted(known))}"
-            )
-        candidates = [t for t in candidates if t.key in keys]
-    chosen: list[Tool] = []
-    skipped: dict[str, str] = {}
-    for tool in candidates:
-        reason = tool.unavailable()
-        if reason is None:
-            chosen.append(tool)
-        else:
-            skipped[tool.key] = reason
+    chosen, skipped, unknown = shared.select_tools(target, keys, TOOLS)
+    known = {t.key for t in tools_for(target)}
+    unknown += [k for k in skipped if k not in known]  # a tool of another target
+    if unknown:
+        raise SystemExit(
+            f"unknown tool(s) for target {target}: {', '.join(unknown)}; "
+            f"choose from {', '.join(sorted(known))}"
+        )
     return chosen, skipped

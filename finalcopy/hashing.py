@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,7 +78,7 @@ def get_algorithm(name: str) -> Algorithm:
 
 
 #: Largest read when hashing a stored file back.
-READBACK_BUFFER = 1 << 20
+READBACK_BUFFER = 256 << 10
 
 
 def drop_cache(fd: int) -> None:
@@ -90,16 +89,28 @@ def drop_cache(fd: int) -> None:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
-def hash_open_file(f: io.FileIO, size: int, algorithm: Algorithm) -> str:
-    """Hash the open file ``f`` of ``size`` bytes, from the device where the OS allows."""
+def hash_fd(fd: int, size: int, algorithm: Algorithm, *, drop: bool = True) -> str:
+    """Hash the file open at ``fd`` (from its start), ``size`` bytes as last seen.
+
+    With ``drop``, from the device where the OS allows (:func:`drop_cache`);
+    a memory file system (tmpfs) has no device, so its backend passes False
+    and spares a useless system call per file. A file smaller than the
+    buffer is read in one ``read`` of its size plus one byte (the short read
+    is its end); a larger one in :data:`READBACK_BUFFER` reads into one buffer.
+    """
     hasher = algorithm.new()
-    # Sized to the file: zeroing 1 MiB per 4 KiB file cost more than reading it.
-    buf = bytearray(min(READBACK_BUFFER, size + 1))
-    view = memoryview(buf)
-    drop_cache(f.fileno())
-    while n := f.readinto(buf):
+    if drop:
+        drop_cache(fd)
+    if size < READBACK_BUFFER:
+        # Its size plus one byte: a short read is the end (no buffer, no extra read).
+        data = os.read(fd, size + 1)
+        hasher.update(data)
+        if len(data) <= size:
+            return hasher.hexdigest()
+    view = memoryview(bytearray(READBACK_BUFFER))
+    while n := os.readv(fd, [view]):
         hasher.update(view[:n])
-        if n < len(buf):
+        if n < len(view):
             break  # a short read of a regular file is its end
     return hasher.hexdigest()
 
@@ -110,5 +121,8 @@ def hash_path(path: str | Path, algorithm: Algorithm) -> str:
     For sources, which are reached by path; a backend reads destination
     files back through their folder's descriptor instead.
     """
-    with open(path, "rb", buffering=0) as f:
-        return hash_open_file(f, os.fstat(f.fileno()).st_size, algorithm)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return hash_fd(fd, os.fstat(fd).st_size, algorithm)
+    finally:
+        os.close(fd)

@@ -124,6 +124,9 @@ class ScriptedSource:
             raise self._error
         return memoryview(b"")
 
+    def read_block(self, max_bytes: int) -> memoryview:
+        return self.read_chunk()  # one chunk is a block (up to max_bytes) too
+
     def read_many(self, max_chunks: int) -> list[bytes]:
         out: list[bytes] = []
         while len(out) < max_chunks and (chunk := self.read_chunk()):

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.cli import run_cli
-from tests.support.fixtures import require_part
+from tests.support.fixtures import tmpfs
 from tests.support.trees import make_tree, tree_content
 from tests.support.users import LocalUser
 
@@ -121,14 +121,8 @@ def test_unwritable_destination_exit_3(public_tmp_path: Path, unprivileged_user:
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs, to run out of space for real."""
-    require_part(None if os.geteuid() == 0 else "mounting a tmpfs needs root")
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mountpoint], check=True)
-    try:
+    with tmpfs(tmp_path / "small", "4m") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", mountpoint], check=False)
 
 
 def test_no_space_is_reported_before_copying(tmp_path: Path, small_tmpfs: Path) -> None:

@@ -94,7 +94,7 @@ def test_json_events_carry_a_timestamp_and_the_final_record_is_stable(tmp_path: 
     assert set(final) == {
         "kind", "time", "source", "destination", "algorithm", "verify", "ok", "files",
         "bytes", "copied", "skipped", "bytes_copied", "failed", "warnings", "duration",
-        "throughput_bytes_per_s", "interrupted", "dry_run", "manifest",
+        "throughput_bytes_per_s", "interrupted", "dry_run", "manifest", "bwlimit",
     }  # fmt: skip
     result = run_cli("verify", tmp_path / "dst", "--json")
     final = json.loads(result.stdout.splitlines()[-1])

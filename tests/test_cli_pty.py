@@ -31,8 +31,8 @@ from finalcopy.engine import source
 
 _read = source.FileChunkSource._read
 
-def _slow(self, limit, into=None):
-    chunk = _read(self, limit, into)
+def _slow(self, limit, **kwargs):
+    chunk = _read(self, limit, **kwargs)
     time.sleep(len(chunk) / {RATE})
     return chunk
 

@@ -70,7 +70,7 @@ def test_start_up_loads_only_what_the_command_needs() -> None:
         "import contextlib, io, sys\n"
         "from finalcopy.cli.app import main\n"
         "for argv in (['finalcopy', '--help'], ['finalcopy', 'copy', '--help'],"
-        " ['finalcopy', 'run', '--help']):\n"
+        " ['finalcopy', 'run', '--help'], ['finalcopy', 'bench', '--help']):\n"
         "    sys.argv = argv\n"
         "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         "        main()\n"

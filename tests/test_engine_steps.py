@@ -4,29 +4,35 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from finalcopy.backends.base import DestStat, TempWriter
+from finalcopy.backends.base import DestStat, FileTransfer, TempWriter
 from finalcopy.backends.local import LocalBackend
+from finalcopy.backends.local import backend as local_backend
 from finalcopy.engine import CopyOptions, Event, Retry, copy_tree, verify_tree
 from finalcopy.engine import ledger as ledger_module
+from finalcopy.engine.layout import Layout
 from finalcopy.engine.manifest import format_manifest
-from finalcopy.engine.plan import PlannedFile
+from finalcopy.engine.plan import PlannedFile, scan
 from finalcopy.engine.skip import hinted_by_records, matching_records, same_size
 from finalcopy.engine.state import StateRecord
 from finalcopy.errors import ConnectionLostError, DestinationError
-from tests.support.trees import make_tree
+from finalcopy.hashing import Algorithm, get_algorithm
+from tests.support.trees import make_tree, tree_content
 
 pytestmark = pytest.mark.anyio
 
 DIGEST = "ab" * 32
+BLAKE3 = get_algorithm("blake3")
 
 
 def planned(path: str, size: int = 10, mtime_ns: int = 5) -> PlannedFile:
-    return PlannedFile(path, Path("/nowhere", path), size, 0o644, mtime_ns)
+    return PlannedFile(path, f"/nowhere/{path}", size, 0o644, mtime_ns)
 
 
 def record(
@@ -117,6 +123,24 @@ async def test_the_clock_paces_checkpoints_and_times_the_copy(tmp_path: Path) ->
     assert racing.opened[".finalcopy/state.jsonl"] == 5 + 1  # after each batch, and the final
 
 
+async def test_a_costly_state_is_rewritten_less_often(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint rewrites the whole state: one that takes 1 s to write waits 20 s, not 2 s,
+    so checkpoints take at most 5 % of a copy however many files it has (not quadratic)."""
+    src = small_tree(tmp_path / "src", 30)
+    backend = RecordingBackend(tmp_path / "dst")
+    now = 0.0
+    ledger = ledger_module.Ledger(Layout(backend, "", scan(src)), BLAKE3, clock=lambda: now)
+    writes = itertools.count(0, 1.0)  # each write's real cost, as measured: 1 s
+    monkeypatch.setattr(ledger_module, "perf_counter", lambda: next(writes))
+    await ledger.write_state()
+    for now, expected in ((2.0, 1), (19.9, 1), (20.0, 2), (22.0, 2), (40.0, 3)):
+        await ledger.checkpoint()
+        assert backend.opened[".finalcopy/state.jsonl"] == expected, now
+    assert ledger_module.CHECKPOINT_SHARE == 0.05
+
+
 async def test_the_manifest_streams_in_chunks_and_is_what_format_manifest_gives(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -168,3 +192,37 @@ async def test_a_failed_metadata_write_leaves_no_temporary_file(tmp_path: Path) 
     left = [p.relative_to(tmp_path / "dst").as_posix() for p in (tmp_path / "dst").rglob("*")]
     assert ".finalcopy/manifest.blake3" not in left
     assert [p for p in left if p.rpartition("/")[2].startswith(".fc-")] == []
+
+
+async def test_on_a_memory_file_system_files_in_flight_are_bounded_by_the_cpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On tmpfs (no device: all CPU) one batch of small files at a time, and at most one
+    file or batch per CPU; the copy is the same as anywhere else."""
+    files = {f"d{i % 5}/f{i:03d}.txt": f"file {i}\n".encode() for i in range(300)}
+    files.update({f"big{i}.bin": bytes([i]) * (2 << 20) for i in range(6)})
+    src = make_tree(tmp_path / "src", files)
+    monkeypatch.setattr(local_backend, "_cpus", lambda: 2)
+    backend = LocalBackend(tmp_path / "dst", drop_cache=False)
+    running: Counter[str] = Counter()
+    most: Counter[str] = Counter()
+    lock = threading.Lock()
+    real_put_batch = backend._put_batch
+
+    def put_batch(transfers: list[FileTransfer], algorithm: Algorithm) -> None:
+        kinds = ("all", "small") if len(transfers) > 1 else ("all",)
+        with lock:
+            running.update(kinds)
+            most.update({k: max(0, running[k] - most[k]) for k in kinds})
+        time.sleep(0.01)  # long enough for the others to try to start
+        try:
+            real_put_batch(transfers, algorithm)
+        finally:
+            with lock:
+                running.subtract(kinds)
+
+    monkeypatch.setattr(backend, "_put_batch", put_batch)
+    report = await copy_tree(src, backend, CopyOptions(jobs=4))
+    assert report.ok and report.copied == len(files)
+    assert tree_content(tmp_path / "dst") == files
+    assert most["small"] == 1 and most["all"] == 2

@@ -14,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+import anyio
 import pytest
 
 from finalcopy.engine.lock import Owner
@@ -175,3 +176,42 @@ def test_small_files_are_replaced_whole_and_never_read_through_a_planted_entry(
     assert (victim / "v").read_bytes() == b"keep"
     assert (tmp_path / "logs" / "link").read_bytes() == b"new"
     shutil.rmtree(victim)
+
+
+# -- the lock's release ------------------------------------------------------------
+
+
+def test_a_crash_while_releasing_a_lock_never_leaves_a_lock_without_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed halfway through emptying its lock, a run must not leave ``lock/``
+    without ``owner.json``: nobody could tell it from a live holder's until it
+    went stale (15 minutes), and the next run would refuse the destination."""
+    from finalcopy.backends.local import LocalBackend
+    from finalcopy.engine.lock import DestinationLock
+
+    class Killed(BaseException):
+        """Stands for kill -9: nothing after it runs."""
+
+    async def scenario() -> None:
+        async with LocalBackend(tmp_path) as backend:
+            lock = DestinationLock(backend, "dest", "copy")
+            await lock.acquire()
+            removed: list[str] = []
+            real_remove = backend.remove
+
+            async def remove_then_die(path: str) -> None:
+                await real_remove(path)
+                removed.append(path)
+                raise Killed  # after the first removal: owner.json gone, its folder not
+
+            monkeypatch.setattr(backend, "remove", remove_then_die)
+            with pytest.raises(Killed):
+                await lock.release()
+            assert removed and removed[0].endswith("owner.json")
+            monkeypatch.setattr(backend, "remove", real_remove)
+            # The next run takes the lock at once.
+            await DestinationLock(backend, "dest", "copy").acquire()
+
+    anyio.run(scenario)
+    assert (tmp_path / "dest" / ".finalcopy" / "lock" / "owner.json").is_file()

@@ -13,13 +13,17 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from finalcopy.backends import DestinationOptions, open_backend
+from finalcopy.backends.base import FileTransfer
 from finalcopy.backends.local import NoMetadataBackend
+from finalcopy.backends.local.nometadata import FUSE_BLOCK
 from finalcopy.backends.local.ntfs_names import (
     add_suffix,
     check_names,
@@ -30,10 +34,11 @@ from finalcopy.backends.local.ntfs_names import (
     name_reasons,
 )
 from finalcopy.backends.local.strategy import choose_strategy, filesystem_type, probe_metadata
-from finalcopy.backends.local.writer import write_coalesced
 from finalcopy.engine import CopyOptions, copy_tree, verify_tree
+from finalcopy.engine.source import FileChunkSource
 from finalcopy.engine.state import format_names, parse_names
 from finalcopy.errors import UnsafeNameError
+from finalcopy.hashing import get_algorithm
 from tests.support.cli import run_cli
 from tests.support.fixtures import require_part, require_tool
 from tests.support.ntfs import NtfsMount
@@ -41,6 +46,7 @@ from tests.support.trees import make_tree, tree_content
 from tests.support.users import LocalUser, acting_as
 
 MiB = 1024 * 1024
+BLAKE3 = get_algorithm("blake3")
 #: Text that must never reach an operator on an NTFS destination.
 NOISE = (
     "Traceback",
@@ -259,31 +265,32 @@ async def test_no_metadata_never_calls_chmod_utime_chown(
     assert tree_content(tmp_path / "dst") == project_files()
 
 
-@pytest.mark.parametrize("sizes", [[], [10], [40_000] * 100, [5, 100_000, 7, 7], [65_536] * 33])
-def test_chunks_are_coalesced_into_large_writes(
-    sizes: list[int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("size", [0, 10, 100_000, MiB, 3 * MiB + 5])
+def test_files_are_written_in_large_writes(
+    size: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The no-metadata backend writes up to 64 KiB chunks in 1 MiB writes (fewer FUSE requests)."""
-    chunks = [os.urandom(n) for n in sizes]
-    pending = list(chunks)
+    """The no-metadata backend writes a file in writes of 1 MiB (fewer FUSE requests)."""
+    data = os.urandom(size)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
     writes: list[int] = []
     real_write = os.write
 
-    def counting_write(fd: int, data: bytes | memoryview) -> int:
-        written = real_write(fd, data)
+    def counting_write(fd: int, chunk: bytes | memoryview) -> int:
+        written = real_write(fd, chunk)
         writes.append(written)
         return written
 
+    backend = NoMetadataBackend(tmp_path / "dst", reason="test")
+    source = FileChunkSource(src, size, BLAKE3, 64 * 1024, threading.Event())
+    transfer = FileTransfer("f.bin", source, None, None)
+    anyio.run(backend.makedirs, [""])
     monkeypatch.setattr(os, "write", counting_write)
-    target = tmp_path / "out"
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        write_coalesced(fd, lambda: memoryview(pending.pop(0) if pending else b""), 65_536 * 2)
-    finally:
-        os.close(fd)
-    assert target.read_bytes() == b"".join(chunks)
-    assert all(n <= max([131_072, *sizes]) for n in writes)
-    assert len(writes) <= sum(sizes) // 65_536 + 2
+    anyio.run(backend.put_files, [transfer], BLAKE3)
+    monkeypatch.undo()
+    assert transfer.error is None
+    assert (tmp_path / "dst" / "f.bin").read_bytes() == data
+    assert writes == [min(FUSE_BLOCK, size - i) for i in range(0, size, FUSE_BLOCK)]
 
 
 # -- on a real ntfs-3g mount ------------------------------------------------------------

@@ -6,6 +6,7 @@ tests look at it directly (and run ``b3sum -c`` there, as an operator would).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -14,13 +15,19 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import anyio
 import anyio.to_thread
+import asyncssh
 import pytest
 
 from finalcopy.backends import DestinationOptions, FileTransfer, open_backend
 from finalcopy.backends.base import is_temp_name, temp_name
+from finalcopy.backends.sftp.connection import Session
+from finalcopy.backends.sftp.shell import ShellPool, parse_silence
+from finalcopy.backends.sftp.transport import MSG_IGNORE, skip_ignore_packets
+from finalcopy.backends.sftp.writer import Pieces
 from finalcopy.engine import CopyOptions, copy_tree, verify_tree
 from finalcopy.engine.events import Event, FileFinished, Retry
 from finalcopy.engine.source import FileChunkSource
@@ -532,3 +539,136 @@ async def test_permission_errors_map_to_permission_denied(
             await backend.write_bytes("locked2/x", b"x")
         with pytest.raises(PermissionDeniedError):
             await backend.makedirs(["locked2/sub"])
+
+
+# -- the transfer path -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [1, 4096, 65_536, 100_000, 261_120, 600_000])
+def test_pieces_are_full_writes_whatever_the_chunks(chunk: int) -> None:
+    """Chunks are cut into writes of exactly the server's limit; only the last is shorter."""
+    data = os.urandom(3 * 261_120 + 777) if chunk > 1 else os.urandom(1000)
+    limit = 261_120 if chunk > 1 else 64
+    pieces = Pieces(limit)
+    chunks = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    out: list[bytes] = []
+    for start in range(0, len(chunks), 5):  # in batches, as read_many hands them over
+        out += pieces.feed(chunks[start : start + 5])
+    out.append(pieces.rest())
+    assert b"".join(out) == data
+    assert {len(p) for p in out[:-1]} == {limit}
+    assert 0 < len(out[-1]) <= limit
+
+
+def test_pieces_end_on_a_boundary_with_an_empty_rest() -> None:
+    pieces = Pieces(4)
+    assert list(pieces.feed([b"ab", b"cd", b"efgh"])) == [b"abcd", b"efgh"]
+    assert pieces.rest() == b""
+
+
+class _FakeConnection:
+    def __init__(self, cipher: str) -> None:
+        self.cipher = cipher
+        self.sent: list[tuple[int, tuple[bytes, ...]]] = []
+
+    def send_packet(self, pkttype: int, *args: bytes, handler: object = None) -> None:
+        self.sent.append((pkttype, args))
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self.cipher if name == "send_cipher" else default
+
+
+@pytest.mark.parametrize(
+    ("cipher", "padded"),
+    [("aes128-gcm@openssh.com", False), ("chacha20-poly1305@openssh.com", False),
+     ("aes256-ctr", False), ("aes128-cbc", True)],
+)  # fmt: skip
+def test_ignore_packets_are_skipped_except_on_cbc(cipher: str, padded: bool) -> None:
+    """asyncssh's empty SSH_MSG_IGNORE before each packet defends CBC only."""
+    conn = _FakeConnection(cipher)
+    skip_ignore_packets(conn)  # type: ignore[arg-type]
+    conn.send_packet(MSG_IGNORE, b"\0\0\0\0")
+    conn.send_packet(94, b"data")
+    conn.send_packet(MSG_IGNORE, b"\0\0\0\x01x")  # an ignore with a payload is someone's choice
+    expected = [(94, (b"data",)), (MSG_IGNORE, (b"\0\0\0\x01x",))]
+    assert conn.sent == ([(MSG_IGNORE, (b"\0\0\0\0",))] if padded else []) + expected
+
+
+@pytest.mark.anyio
+async def test_large_files_travel_in_full_size_writes(
+    sshd_server: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed file is sent in writes of the server's max_write_len, read one hop ahead."""
+    sizes: list[int] = []
+    write = asyncssh.SFTPClientFile.write
+
+    async def counted(self: asyncssh.SFTPClientFile, data: bytes, offset: int | None = None) -> int:
+        sizes.append(len(data))
+        return await write(self, data, offset)
+
+    monkeypatch.setattr(asyncssh.SFTPClientFile, "write", counted)
+    data = os.urandom(5 * MiB + 4321)
+    (tmp_path / "big.bin").write_bytes(data)
+    source = FileChunkSource(tmp_path / "big.bin", len(data), BLAKE3, 64 * 1024, threading.Event())
+    remote = tmp_path / "remote"
+    async with await open_remote(sshd_server, tmp_path, remote) as backend:
+        await backend.makedirs([""])
+        transfer = FileTransfer("big.bin", source, mode=0o644, mtime_ns=None, readback=True)
+        await backend.put_files([transfer], BLAKE3)
+    source.close()
+    assert transfer.error is None
+    assert transfer.readback_digest == source.digest()
+    assert (remote / "big.bin").read_bytes() == data
+    # OpenSSH's sftp-server takes 255 KiB writes (limits@openssh.com).
+    limit = 255 * 1024
+    assert sum(sizes) == len(data) and set(sizes[:-1]) == {limit}, sizes
+
+
+def _channels(count: int) -> list[asyncssh.SFTPClient]:
+    """Stand-ins for SFTP channels: Session.channel only counts them."""
+    return cast("list[asyncssh.SFTPClient]", [object() for _ in range(count)])
+
+
+def test_large_files_get_a_channel_of_their_own() -> None:
+    """Two large files never share a channel's window while another channel has none."""
+    a, b = _channels(2)
+    session = Session(None, None, [a, b], None)  # type: ignore[arg-type]
+    first = session.channel(stream=True)
+    small = [session.channel() for _ in range(3)]  # small files keep off the busy channel
+    second = session.channel(stream=True)
+    assert {first, second} == {a, b} and set(small) == {second}
+    session.release(first, stream=True)
+    assert session.channel(stream=True) is first
+
+
+@pytest.mark.anyio
+async def test_a_second_large_file_waits_for_the_channel_being_opened() -> None:
+    a, b = _channels(2)
+    session = Session(None, None, [a], None)  # type: ignore[arg-type]
+
+    async def open_another() -> None:
+        await anyio.sleep(0.05)
+        session.channels.append(b)
+
+    session.background = asyncio.ensure_future(open_another())
+    assert await session.stream_channel() is a  # a free channel: no waiting
+    assert await session.stream_channel() is b
+
+
+@pytest.mark.anyio
+async def test_shells_are_warmed_up_for_hashes_at_once(sshd_server: SshServer) -> None:
+    """After the probe, the second shell starts in the background, not when a hash needs it."""
+    async with asyncssh.connect(sshd_server.host, **sshd_server.connect_options()) as conn:
+        pool = ShellPool(conn, 2)
+        assert await pool.run("true", parse_silence)  # the probe's shell
+        pool.warm_up()
+        assert pool._warming is not None
+        await pool._warming
+        assert len(pool._idle) == 2
+        shells = list(pool._idle)
+        assert await asyncio.gather(*(pool.run("true", parse_silence) for _ in range(2))) == [
+            True,
+            True,
+        ]
+        assert sorted(map(id, pool._idle)) == sorted(map(id, shells))  # no third shell started
+        pool.close()

@@ -28,6 +28,14 @@ class ChunkSource(Protocol):
         """Next chunk (empty at end of file); valid until the next call."""
         ...
 
+    def read_block(self, max_bytes: int) -> memoryview:
+        """Next bytes, up to ``max_bytes``, read and hashed at once (empty at end of file).
+
+        Valid until the next call. For a backend that writes more than a chunk
+        per call: one read, one hash update and one write per block.
+        """
+        ...
+
     def read_many(self, max_chunks: int) -> list[bytes]:
         """Up to ``max_chunks`` chunks as independent ``bytes``.
 
@@ -50,16 +58,23 @@ class ChunkSource(Protocol):
 
 
 class BytesSource:
-    """A :class:`ChunkSource` over bytes already in memory (:meth:`Backend.write_bytes`)."""
+    """A :class:`ChunkSource` over bytes already in memory (:meth:`Backend.write_bytes`).
+
+    Its chunk is all the bytes not yet read.
+    """
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.size = len(data)
-        self._sent = False
+        self._offset = 0
 
     def read_chunk(self) -> memoryview:
-        sent, self._sent = self._sent, True
-        return memoryview(b"" if sent else self.data)
+        return self.read_block(self.size)
+
+    def read_block(self, max_bytes: int) -> memoryview:
+        start = self._offset
+        self._offset = min(self.size, start + max(max_bytes, 1))
+        return memoryview(self.data)[start : self._offset]
 
     def read_many(self, max_chunks: int) -> list[bytes]:
         chunk = self.read_chunk()
@@ -71,4 +86,4 @@ class BytesSource:
         return hasher.hexdigest()
 
     def rewind(self) -> None:
-        self._sent = False
+        self._offset = 0

@@ -8,20 +8,33 @@ handling in :mod:`finalcopy.cli.runtime`, and the rendering in
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
+from typer.main import get_command_from_info
+from typer.models import CommandInfo
 
 from finalcopy import __version__
-from finalcopy.cli.commands.copy import copy_command
-from finalcopy.cli.commands.demo import demo_command
-from finalcopy.cli.commands.run import run_command
-from finalcopy.cli.commands.verify import verify_command
 from finalcopy.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+
+COMMANDS = {
+    "copy": "finalcopy.cli.commands.copy:copy_command",
+    "verify": "finalcopy.cli.commands.verify:verify_command",
+    "run": "finalcopy.cli.commands.run:run_command",
+    "demo": "finalcopy.cli.commands.demo:demo_command",
+    "bench": "finalcopy.cli.commands.bench:bench_command",
+}
+"""Each command, in the order help lists them, and where its function lives.
+
+A command's module is imported, and its options built, only when that
+command runs or a help lists it: ``finalcopy copy`` never pays for ``run`` or
+``bench`` (their imports and options were a visible share of its start-up).
+"""
 
 
 def _typed_value(opts: list[str], argv: list[str]) -> str | None:
@@ -59,8 +72,57 @@ def usage_message(exc: Any, argv: list[str]) -> str:
     return f"{what} '{value}': {why[:1].lower() + why[1:]}"
 
 
+class LazyCommands(MutableMapping[str, Any]):
+    """The group's commands by name, each built from :data:`COMMANDS` when first looked up."""
+
+    def __init__(self, build: Callable[[str], Any]) -> None:
+        self._build = build
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            if name not in COMMANDS:
+                raise KeyError(name)
+            self._built[name] = self._build(name)
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from COMMANDS
+        yield from (name for name in self._built if name not in COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS.keys() | self._built.keys())
+
+
+def _build_command(name: str, markup_mode: Any) -> Any:
+    """The click command of ``name``: its module imported, its options built by typer."""
+    module, _, function = COMMANDS[name].partition(":")
+    callback = getattr(importlib.import_module(module), function)
+    return get_command_from_info(
+        CommandInfo(name=name, callback=callback),
+        pretty_exceptions_short=app.pretty_exceptions_short,
+        rich_markup_mode=markup_mode,
+    )
+
+
 class FinalcopyGroup(TyperGroup):
-    """typer's group, with its parse errors in finalcopy's one error style (exit 2)."""
+    """typer's group, with its parse errors in finalcopy's one error style (exit 2).
+
+    Its commands are built as they are looked up (:data:`COMMANDS`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = LazyCommands(lambda name: _build_command(name, self.rich_markup_mode))
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)  # names only: nothing is built to be listed
 
     def main(
         self,
@@ -110,10 +172,6 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_enable=False,
 )
-app.command("copy")(copy_command)
-app.command("verify")(verify_command)
-app.command("run")(run_command)
-app.command("demo")(demo_command)
 
 
 def _show_version(value: bool) -> None:

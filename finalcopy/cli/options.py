@@ -12,7 +12,7 @@ reads, then hands the command the assembled block::
 So ``--identity`` or ``--verify`` has one name, one help text and one check
 wherever it appears. The blocks:
 
-* :class:`TransferOptions` — ``--hash``, ``--chunk-size``, ``--verify`` (copy, run);
+* :class:`TransferOptions` — ``--hash``, ``--chunk-size``, ``--verify``, ``--bwlimit`` (copy, run);
 * :class:`FilesystemOptions` — ``--metadata``, ``--ntfs-names`` (copy, run);
 * :class:`SshOptions` — identity, config, port, known hosts, retries, timeout
   (copy, verify, run);
@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,8 +41,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 import typer
 
 from finalcopy.choices import AlgorithmName, MetadataMode, NameMode, VerifyMode
+from finalcopy.cli.bwlimit import bwlimit_option, limiter
 from finalcopy.cli.runtime import fail
-from finalcopy.errors import EXIT_USAGE
+from finalcopy.errors import EXIT_USAGE, UsageError
 from finalcopy.hashing import DEFAULT_ALGORITHM
 
 if TYPE_CHECKING:
@@ -62,18 +62,18 @@ DESTINATION = "Destination and SSH"
 OUTPUT = "Output"
 PERFORMANCE = "Performance"
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b?)\s*$", re.IGNORECASE)
 KiB, MiB = 1 << 10, 1 << 20
 CHUNK_RANGE = (4 * KiB, 16 * MiB)
 
 
 def parse_size(text: str, option: str = "--chunk-size") -> int:
     """``65536``, ``64K``, ``64KiB``, ``1M`` → bytes; anything else is a usage error naming it."""
-    match = _SIZE.match(text)
-    if not match:
-        fail(f"{option} '{text}': not a size (examples: 65536, 64K, 1M)", EXIT_USAGE)
-    factor = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[match[2].lower()]
-    return int(match[1]) * factor
+    from finalcopy.sizes import parse_size as parse
+
+    try:
+        return parse(text, option)
+    except UsageError as exc:
+        fail(str(exc), EXIT_USAGE)
 
 
 def _check_chunk_size(text: str) -> str:
@@ -84,8 +84,6 @@ def _check_chunk_size(text: str) -> str:
 
 
 # -- the blocks ---------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class OptionBlock:
     """The base of a dataclass whose fields are options :func:`with_option_blocks` flattens."""
@@ -159,11 +157,12 @@ class TransferOptions(OptionBlock):
             "and compare; size: compare sizes only; none: trust the write.",
         ),
     ] = "readback"
+    bwlimit: Annotated[str, bwlimit_option(PERFORMANCE)] = "off"
 
     def copy_options(
         self, jobs: int, *, checksum: bool = False, dry_run: bool = False
     ) -> CopyOptions:
-        """The engine's options."""
+        """The engine's options, with the one ``--bwlimit`` limiter of the command."""
         from finalcopy.engine import CopyOptions
 
         return CopyOptions(
@@ -173,6 +172,7 @@ class TransferOptions(OptionBlock):
             verify=self.verify,
             checksum=checksum,
             dry_run=dry_run,
+            bwlimit=limiter(self.bwlimit),
         )
 
 
@@ -342,8 +342,6 @@ class OutputOptions(OptionBlock):
 
 
 # -- flattening ---------------------------------------------------------------------------
-
-
 PANELS = (WHAT, VERIFICATION, DESTINATION, OUTPUT, PERFORMANCE)
 
 

@@ -80,7 +80,11 @@ async def copy_tree(
     layout = Layout(backend, dest, plan)
     ledger = Ledger(layout, algorithm, clock, on_retry=say.retried)
     sources = SourceOpener(
-        algorithm, options.chunk_size, cancel or threading.Event(), options.inspectors
+        algorithm,
+        options.chunk_size,
+        cancel or threading.Event(),
+        options.inspectors,
+        options.bwlimit,
     )
 
     if not options.dry_run:

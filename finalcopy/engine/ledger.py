@@ -7,6 +7,16 @@ the copy's clock, so a crash loses at most that much work, and at the end
 writes the manifest, ``names.tsv`` (when the backend mapped names) and the
 state once more.
 
+A checkpoint rewrites the whole state, so its cost grows with the records:
+at a fixed pace, a copy of millions of files would spend most of its time
+rewriting a state of millions of lines (quadratic in the tree). So a
+checkpoint also waits until the last one's cost is at most
+:data:`CHECKPOINT_SHARE` of the time since: a state that took 0.5 s to write
+is rewritten every 10 s. The work a crash loses stays bounded (20 times the
+time it takes to write the state), and checkpoints cost at most 5 % of a
+copy, whatever its size. The state is a hint (:mod:`.skip`): what a crash
+loses is copied again, never trusted unproven.
+
 Each of these files is streamed through the backend's one write primitive
 (:func:`store_lines`): ``open_temp`` → ``write``, a chunk at a time →
 ``commit``, aborted on failure. A manifest of a million paths is never one
@@ -17,6 +27,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable, Iterable, Iterator
+from time import perf_counter
 
 import anyio
 
@@ -36,7 +47,9 @@ from finalcopy.errors import ConnectionLostError
 from finalcopy.hashing import Algorithm
 
 CHECKPOINT_SECONDS = 2.0
-"""How often the state file is rewritten during a run (work lost to a crash is at most this)."""
+"""How often the state file is rewritten during a run, at most (see :data:`CHECKPOINT_SHARE`)."""
+CHECKPOINT_SHARE = 0.05
+"""Most of a copy's time its checkpoints may take (the interval grows with their cost)."""
 CHUNK_BYTES = 1 << 20
 """About how much text is encoded and written at once."""
 STORE_ATTEMPTS = 3
@@ -104,6 +117,7 @@ class Ledger:
         self.records: dict[str, StateRecord] = {}
         """Source path → its record, for every file proven in this run."""
         self._checkpoint = clock()
+        self._interval = CHECKPOINT_SECONDS
 
     async def previous(self) -> dict[str, StateRecord]:
         """The records an earlier copy left (invalid lines skipped); none without a state."""
@@ -111,16 +125,20 @@ class Ledger:
         return parse_state(data) if data else {}
 
     async def checkpoint(self) -> None:
-        """Rewrite the state if :data:`CHECKPOINT_SECONDS` have passed since the last time."""
-        if self.clock() - self._checkpoint >= CHECKPOINT_SECONDS:
+        """Rewrite the state if :data:`CHECKPOINT_SECONDS` have passed since the last time,
+        and the last rewrite took at most :data:`CHECKPOINT_SHARE` of the time since."""
+        if self.clock() - self._checkpoint >= self._interval:
             await self.write_state()
 
     async def write_state(self) -> None:
         """``state.jsonl``: the records, in plan order."""
         self._checkpoint = self.clock()
+        started = perf_counter()  # its real cost, whatever clock paces the copy
         records = self.records
         ordered = [records[f.path] for f in self.layout.plan.files if f.path in records]
         await self._store(STATE_NAME, lambda: state_lines(ordered))
+        cost = perf_counter() - started
+        self._interval = max(CHECKPOINT_SECONDS, cost / CHECKPOINT_SHARE)
 
     async def write_manifest(self) -> str:
         """The manifest, ``names.tsv`` when names were mapped, then the state; names the first.

@@ -284,6 +284,11 @@ class DestinationLock:
         self.held = False
         owner = Owner.parse(await self._read_owner())
         if owner is not None and owner.token == self.me.token:
-            await self._remove(self.path)
+            # Renamed aside in one step, then emptied: removing owner.json in place
+            # would leave, to a crash in between, a lock without an owner that no
+            # one could tell from a live one until it went stale.
+            released = join(self.folder, META_DIR, f"lock.released-{self.me.token[:12]}")
+            await self.backend.rename(self.path, released)
+            await self._remove(released)
             with contextlib.suppress(FinalcopyError):
                 await self.backend.remove(join(self.folder, META_DIR))  # only if empty

@@ -8,6 +8,7 @@ from typing import Any
 
 from finalcopy.backends.base import PhaseTimes
 from finalcopy.choices import VerifyMode
+from finalcopy.engine.bandwidth import BandwidthLimiter
 from finalcopy.engine.events import EventSink, FileFailed, Notice, Retry
 from finalcopy.engine.source import InspectorChooser, SourceRead
 from finalcopy.errors import UsageError
@@ -41,6 +42,10 @@ class CopyOptions:
     replace is first moved there under its own relative path, so that a caller can
     put it back (the pipeline's rollback). An entry already there is never
     overwritten: it is the oldest version, the one to restore."""
+    bwlimit: BandwidthLimiter | None = None
+    """``--bwlimit``: the one limiter of the invocation, shared by every copy given these
+    options (``dataclasses.replace`` keeps the same object), so neither ``jobs`` nor
+    several copies multiply the rate. None: no limit, and the read path never calls in."""
 
     def validate(self) -> Algorithm:
         """The hash algorithm, once every option is proven in range (else :class:`UsageError`)."""

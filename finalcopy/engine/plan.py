@@ -21,19 +21,20 @@ from finalcopy.tree import WalkFailure, walk_tree
 META_DIR = ".finalcopy"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedFile:
     """A regular file to copy, with the size, mode and mtime the walk saw."""
 
     path: str
     """Relative POSIX path, also the destination path."""
-    source: Path
+    source: str
+    """The file's local path (a string: a ``Path`` per file was a visible share of a plan)."""
     size: int
     mode: int
     mtime_ns: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedDir:
     """A folder to create (``""``: the source itself), sealed with its mode and mtime."""
 
@@ -42,7 +43,7 @@ class PlannedDir:
     mtime_ns: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedLink:
     """A symbolic link to recreate as a link, with its target as read (never followed)."""
 
@@ -84,9 +85,11 @@ def scan(root: Path) -> Plan:
         message = f"cannot read {what}'{failure.path}': {describe_os_error(failure.error)}"
         plan.unreadable.append((failure.rel, message))
 
+    # ``root / rel`` as a string, as ``str(root / rel)`` would spell it.
+    prefix = "" if str(root) == "." else os.path.join(root, "")
     for rel, est in walk_tree(root, skip=(META_DIR,), onerror=unreadable):
         mode = est.st_mode
-        path = root / rel
+        path = prefix + rel
         if stat.S_ISREG(mode):
             plan.files.append(
                 PlannedFile(rel, path, est.st_size, stat.S_IMODE(mode), est.st_mtime_ns)

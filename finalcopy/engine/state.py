@@ -36,7 +36,7 @@ NAMES_NAME = "names.tsv"
 """In ``DEST/.finalcopy/``: original → stored path of each name the destination mapped."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StateRecord:
     """Why a destination file can be trusted without re-reading it."""
 

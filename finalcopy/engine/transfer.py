@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from finalcopy.backends.base import FileTransfer
 from finalcopy.engine.events import BytesProgress, FileFinished, FileStarted
@@ -169,52 +170,90 @@ class Transfer:
                 await self._send(batch)
 
     async def _send(self, batch: list[PlannedFile]) -> None:
-        layout, readback = self.layout, self.options.verify == "readback"
-        transfers: list[tuple[PlannedFile, FileChunkSource, FileTransfer]] = []
+        layout, open_source = self.layout, self.sources.open
+        readback = self.options.verify == "readback"
+        active = self.progress.active
+        sources: list[FileChunkSource] = []
+        transfers: list[FileTransfer] = []
         for f in batch:
-            source = self.sources.open(f)
+            source = open_source(f)
             final = layout.path(f.path)
-            transfer = FileTransfer(
-                final, source, f.mode, f.mtime_ns, temp=layout.temp(final), readback=readback
+            sources.append(source)
+            transfers.append(
+                FileTransfer(
+                    final, source, f.mode, f.mtime_ns, temp=layout.temp(final), readback=readback
+                )
             )
-            transfers.append((f, source, transfer))
-            self.progress.active[f.path] = source
+            active[f.path] = source
             if f.size >= SMALL_FILE:
                 self.say.events(FileStarted(path=f.path, size=f.size))
         try:
             await self.backend.put_files(
-                [t for _, _, t in transfers], self.sources.algorithm, on_retry=self.say.retried
+                transfers, self.sources.algorithm, on_retry=self.say.retried
             )
         except Interrupted:
             return
         finally:
-            for f, source, _ in transfers:
+            for f, source in zip(batch, sources, strict=True):
                 source.close()
-                self.progress.active.pop(f.path, None)
-        for f, source, transfer in transfers:
-            await self._conclude(f, source, transfer)
+                active.pop(f.path, None)
+        # Let a batch waiting for the backend start before this one is concluded (a
+        # backend may send batches one at a time: the local one on tmpfs does).
+        # Shielded: a cancellation here would leave committed, verified files unrecorded.
+        await anyio.lowlevel.cancel_shielded_checkpoint()
+        for f, source, transfer in zip(batch, sources, transfers, strict=True):
+            if self._proven(source, transfer):
+                self._record(f, source, transfer)
+            else:
+                await self._conclude(f, source, transfer)
         await self.ledger.checkpoint()
 
     # -- one file -------------------------------------------------------------
 
+    def _proven(self, source: FileChunkSource, transfer: FileTransfer) -> bool:
+        """Sent and verified as ``--verify`` asks, with nothing left to ask the destination.
+
+        The common case, concluded without an await: a file read back as it
+        was sent, or any file sent without ``--verify``.
+        """
+        if transfer.error is not None:
+            return False
+        mode = self.options.verify
+        if mode == "readback":
+            return transfer.readback_digest is not None and (
+                transfer.readback_digest == source.digest()
+            )
+        return mode == "none"
+
     async def _conclude(
         self, f: PlannedFile, source: FileChunkSource, transfer: FileTransfer
     ) -> None:
-        report = self.report
-        self.progress.done += f.size
-        if transfer.error is None:
-            report.written.append(transfer.path)
+        """A file that failed, or whose verification needs the destination (size, hash)."""
+        committed = transfer.error is None
+        if committed:
             with transfer.times.timing("verify"):
                 transfer.error = await self._verify(f, source, transfer)
-        report.times.add(transfer.times)
-        if transfer.error is not None:
-            if isinstance(transfer.error, NoSpaceError | DestinationUnusable):
-                self.fatal = transfer.error
-            self.say.fail(f.path, str(transfer.error))
+        if transfer.error is None:
+            self._record(f, source, transfer)
             return
+        report = self.report
+        self.progress.done += f.size
+        if committed:
+            report.written.append(transfer.path)
+        report.times.add(transfer.times)
+        if isinstance(transfer.error, NoSpaceError | DestinationUnusable):
+            self.fatal = transfer.error
+        self.say.fail(f.path, str(transfer.error))
+
+    def _record(self, f: PlannedFile, source: FileChunkSource, transfer: FileTransfer) -> None:
+        """A verified file: counted, proven, in the ledger, announced."""
+        report = self.report
+        self.progress.done += f.size
+        report.written.append(transfer.path)
+        report.times.add(transfer.times)
         digest = source.digest()
         if self.options.verify == "readback":
-            report.proven[f.path] = digest  # _verify compared it with the read-back
+            report.proven[f.path] = digest  # compared with the read-back
         if source.seen is not None:
             report.seen[f.path] = source.seen
         self.ledger.records[f.path] = StateRecord(

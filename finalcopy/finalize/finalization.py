@@ -20,6 +20,7 @@ import anyio
 import finalcopy.finalize.logs as logs
 from finalcopy.backends import DestinationOptions, open_backend
 from finalcopy.engine import Event, Notice, discard
+from finalcopy.engine.bandwidth import bwlimit_json
 from finalcopy.errors import FinalcopyError
 from finalcopy.finalize.archive import ArchiveStep
 from finalcopy.finalize.context import FinalizationContext
@@ -74,6 +75,7 @@ async def run_finalization(
         on_existing=settings.on_existing,
         dry_run=settings.dry_run,
         archives_dir=str(settings.archives_dir),
+        bwlimit=bwlimit_json(settings.copy.bwlimit),
     )
     logfile = logs.FinalizationLog(
         None if settings.dry_run else settings.log_dir,

@@ -115,6 +115,8 @@ class FinalizationReport:
     projects: list[ProjectResult] = field(default_factory=list)
     not_ready: dict[str, str] = field(default_factory=dict)
     """Folders that are not ready (or not projects), with the reason."""
+    bwlimit: int | list[dict[str, Any]] | None = None
+    """``--bwlimit``: bytes per second, the timetable, or None (no limit)."""
 
     @property
     def ok(self) -> bool:
@@ -158,6 +160,7 @@ class FinalizationReport:
             "mode": self.mode,
             "on_existing": self.on_existing,
             "dry_run": self.dry_run,
+            "bwlimit": self.bwlimit,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "duration": round(self.duration, 3),

@@ -12,6 +12,10 @@ Folders, all absolute once resolved:
   work directory (``FINALCOPY_BASE_DIR`` / ``--base-dir`` overrides it). It
   holds the last-resort destination ``_finalized_output/``, the default log
   directory ``logs/step7/`` and the default archive directory ``archives/``.
+
+``--bwlimit`` (``FINALCOPY_BWLIMIT``) becomes one limiter here, in
+``copy.bwlimit``: every copy of the run (projects, archives, restores) is
+given these copy options, so they all draw from that one bucket.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, get_args
 from finalcopy.backends.registry import DestinationOptions, SshLocation, parse_destination
 from finalcopy.choices import Mode, OnExisting, VerifyMode
 from finalcopy.engine import CopyOptions
+from finalcopy.engine.bandwidth import BandwidthLimiter, limiter_for
 from finalcopy.errors import UsageError
 
 MODES: tuple[Mode, ...] = get_args(Mode)
@@ -46,6 +51,7 @@ ENV = {
     "base_dir": "FINALCOPY_BASE_DIR",
     "on_existing": "FINALCOPY_ON_EXISTING",
     "no_fallback": "FINALIZE_NO_FALLBACK",
+    "bwlimit": "FINALCOPY_BWLIMIT",
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -118,14 +124,16 @@ class Settings:
         """Build settings from explicit ``options``, then ``env``, then defaults.
 
         ``options`` keys are the field names plus ``cache_root_dir``,
-        ``output_dir`` and ``fallback_output_dir``; only values the user gave
+        ``output_dir``, ``fallback_output_dir`` and ``bwlimit`` (a rate or
+        timetable as ``--bwlimit`` takes it, or a :class:`BandwidthLimiter` to
+        share; it replaces ``copy.bwlimit``); only values the user gave
         explicitly belong there (the CLI passes command-line values, not
         environment ones, so that one rule decides precedence). The output is
         the first of: ``output_dir`` option, ``cache_root_dir`` option,
         ``OUTPUT_DIR``, ``CACHE_ROOT_DIR``, ``/mnt/cache``.
         """
         valid = {f.name for f in fields(cls)} - {"output", "fallback_output"}
-        valid |= {"output_dir", "cache_root_dir", "fallback_output_dir"}
+        valid |= {"output_dir", "cache_root_dir", "fallback_output_dir", "bwlimit"}
         unknown = sorted(set(options or {}) - valid)
         if unknown:
             raise UsageError(
@@ -177,6 +185,10 @@ class Settings:
 
         known = {f.name for f in fields(cls)}
         rest = {k: v for k, v in opts.items() if k in known and k not in _RESOLVED}
+        limit = pick("bwlimit")
+        if limit is not None:
+            copy = opts.get("copy", CopyOptions())
+            rest["copy"] = replace(copy, bwlimit=_limiter(limit, "bwlimit" in opts))
         settings = cls(
             work_dir=work_dir,
             base_dir=base_dir,
@@ -210,6 +222,13 @@ _RESOLVED = {
     "debug",
     "no_fallback",
 }
+
+
+def _limiter(value: object, given: bool) -> BandwidthLimiter | None:
+    """The one limiter of the run: the one given, or made from a rate or timetable."""
+    if isinstance(value, BandwidthLimiter):
+        return value
+    return limiter_for(str(value), "--bwlimit" if given else ENV["bwlimit"])
 
 
 def _absolute(path: Path) -> Path:

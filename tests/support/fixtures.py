@@ -12,9 +12,11 @@ Where a part is missing the test is skipped with the reason, except under
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +37,7 @@ __all__ = [
     "require_tool",
     "sshd_server",
     "sshd_server_fresh",
+    "tmpfs",
     "unprivileged_user",
     "volume",
 ]
@@ -118,6 +121,19 @@ def ntfs_mount_foreign_owner() -> Iterator[NtfsMount]:
     EPERM from chmod/utime while writes and renames still succeed.
     """
     yield from volume(NTFS, FOREIGN_OWNER_OPTIONS)
+
+
+@contextlib.contextmanager
+def tmpfs(mountpoint: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``"4m"``) at ``mountpoint`` until the block ends: a small
+    destination that runs out of space for real (mounting needs root)."""
+    require_part(None if os.geteuid() == 0 else "mounting a tmpfs needs root")
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", mountpoint], check=True)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", mountpoint], check=False)
 
 
 @pytest.fixture

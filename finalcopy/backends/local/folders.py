@@ -87,20 +87,27 @@ def create_temp_file(dir_fd: int, name: str, mode: int) -> int:
     )
 
 
-def open_regular(dir_fd: int, name: str) -> tuple[io.FileIO, int]:
+def open_regular_fd(dir_fd: int, name: str) -> tuple[int, int]:
     """File ``name`` of folder ``dir_fd`` opened for reading, never through a link, and its size.
 
-    Anything but a regular file is refused (OSError EINVAL).
+    A plain descriptor (the caller closes it): a file object would cost one
+    more ``fstat`` per file. Anything but a regular file is refused (OSError EINVAL).
     """
-    f = io.FileIO(os.open(name, _READ_FLAGS, dir_fd=dir_fd), "rb")
+    fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
     try:
-        st = os.fstat(f.fileno())
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
     except BaseException:
-        f.close()
+        os.close(fd)
         raise
-    return f, st.st_size
+    return fd, st.st_size
+
+
+def open_regular(dir_fd: int, name: str) -> tuple[io.FileIO, int]:
+    """As :func:`open_regular_fd`, as a file object."""
+    fd, size = open_regular_fd(dir_fd, name)
+    return io.FileIO(fd, "rb"), size
 
 
 class Folders:

@@ -20,8 +20,9 @@ from finalcopy.backends.local.backend import LocalBackend
 from finalcopy.backends.local.ntfs_names import check_names, encode_path
 from finalcopy.choices import NameMode
 
-#: Bytes per write() on these file systems; see ``writer.write_coalesced`` (FUSE round trips).
-WRITE_BUFFER = 1 << 20
+#: Bytes per write() on these file systems: on FUSE every write() also costs the daemon a
+#: getxattr("security.capability") round trip (ntfs-3g), so fewer, larger writes spare it.
+FUSE_BLOCK = 1 << 20
 
 
 class NoMetadataBackend(LocalBackend):
@@ -42,7 +43,8 @@ class NoMetadataBackend(LocalBackend):
         names: NameMode = "reject",
         symlinks: bool = True,
     ) -> None:
-        super().__init__(root, write_buffer=WRITE_BUFFER)
+        super().__init__(root)
+        self.block = FUSE_BLOCK
         self.capabilities = Capabilities(posix_metadata=False, symlinks=symlinks, local_path=True)
         self.names = names
         how = "mapped reversibly" if names == "map" else "rejected"

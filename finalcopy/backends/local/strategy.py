@@ -42,6 +42,7 @@ from finalcopy.choices import MetadataMode
 from finalcopy.paths import is_inside, nearest_existing
 
 __all__ = [
+    "MEMORY_FS_TYPES",
     "NO_METADATA_FS_TYPES",
     "Strategy",
     "choose_strategy",
@@ -66,6 +67,10 @@ NO_METADATA_FS_TYPES = frozenset(
         "exfat",
     }
 )
+
+#: File systems in memory: no device under the page cache, so nothing for a read-back
+#: to bypass (``drop_cache`` would be a system call per file that does nothing).
+MEMORY_FS_TYPES = frozenset({"tmpfs", "ramfs"})
 
 # statfs(2) magic numbers, for when no mount table is readable. FUSE is
 # ambiguous (sshfs is FUSE too), so it only names the type and the probe decides.
@@ -252,19 +257,23 @@ def choose_strategy(
     return Strategy(True, f"local POSIX: mode and mtime preserved ({mount_point} is {fs_type})")
 
 
-def _strategy_for(path: Path, metadata: MetadataMode) -> tuple[Strategy, bool]:
+def _strategy_for(path: Path, metadata: MetadataMode) -> tuple[Strategy, bool, bool]:
+    """The strategy, whether links can be made, and whether the file system is in memory."""
     strategy = choose_strategy(path, metadata)
     ancestor = nearest_existing(path)
     symlinks = strategy.posix_metadata or not ancestor.is_dir() or probe_symlinks(ancestor)
-    return strategy, symlinks
+    memory = filesystem_type(path)[0] in MEMORY_FS_TYPES
+    return strategy, symlinks, memory
 
 
 async def open_local_backend(path: Path, options: DestinationOptions) -> Backend:
     """Open a local destination with the strategy its file system supports."""
-    strategy, symlinks = await anyio.to_thread.run_sync(_strategy_for, path, options.metadata)
+    strategy, symlinks, memory = await anyio.to_thread.run_sync(
+        _strategy_for, path, options.metadata
+    )
     backend: LocalBackend
     if strategy.posix_metadata:
-        backend = LocalBackend(path)
+        backend = LocalBackend(path, drop_cache=not memory)
         backend.strategy = strategy.reason
     else:
         backend = NoMetadataBackend(

@@ -41,33 +41,10 @@ def write_all(fd: int, data: memoryview | bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def write_chunks(fd: int, read_chunk: Callable[[], memoryview]) -> None:
-    """Write what ``read_chunk`` returns, chunk by chunk, until it returns nothing."""
-    while chunk := read_chunk():
-        write_all(fd, chunk)
-
-
-def write_coalesced(fd: int, read_chunk: Callable[[], memoryview], size: int) -> None:
-    """Write what ``read_chunk`` returns in writes of up to ``size`` bytes.
-
-    On FUSE every write() costs the daemon a getxattr("security.capability")
-    round trip besides the data (ntfs-3g: 1 per write against 16 for the
-    data of a 64 KiB chunk), so fewer, larger writes spare it that work.
-    """
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    filled = 0
-    while chunk := read_chunk():
-        if filled + len(chunk) > size and filled:
-            write_all(fd, view[:filled])
-            filled = 0
-        if len(chunk) >= size:
-            write_all(fd, chunk)
-            continue
-        view[filled : filled + len(chunk)] = chunk
-        filled += len(chunk)
-    if filled:
-        write_all(fd, view[:filled])
+def write_blocks(fd: int, read_block: Callable[[int], memoryview], size: int) -> None:
+    """Write what ``read_block(size)`` returns, a ``write`` per block, until it returns nothing."""
+    while block := read_block(size):
+        write_all(fd, block)
 
 
 class LocalTempWriter(TempWriter):

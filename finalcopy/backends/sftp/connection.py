@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from finalcopy.backends.sftp.settings import (
     client_settings,
 )
 from finalcopy.backends.sftp.shell import HashTools, ShellPool
+from finalcopy.backends.sftp.transport import skip_ignore_packets
 from finalcopy.errors import ConnectionLostError, DestinationError, DestinationUnusable
 
 logger = logging.getLogger("finalcopy.sftp")
@@ -48,6 +50,16 @@ _T = TypeVar("_T")
 SHELLS = 2
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 8.0
+
+
+#: Seconds a large file waits for a channel of its own while more are being opened.
+CHANNEL_WAIT = 5.0
+#: What a large file weighs on a channel against a small one (see Session.channel).
+_STREAM_WEIGHT = 1 << 16
+
+
+def _weight(stream: bool) -> int:
+    return _STREAM_WEIGHT if stream else 1
 
 
 def backoff(attempt: int) -> float:
@@ -93,16 +105,48 @@ class Session:
     """Transfers with requests in flight → when one last completed (see :meth:`watch`)."""
     background: asyncio.Future[None] | None = None
     _next: int = 0
+    _leases: dict[int, int] = field(default_factory=dict)
+    """``id`` of a channel → its files being written, large ones weighing more (:meth:`channel`)."""
     _timer: asyncio.TimerHandle | None = None
 
     @property
     def alive(self) -> bool:
         return not self.client.lost
 
-    def channel(self) -> asyncssh.SFTPClient:
-        """The next SFTP channel, round robin: files spread over the server processes."""
-        self._next = (self._next + 1) % len(self.channels)
-        return self.channels[self._next]
+    def channel(self, *, stream: bool = False) -> asyncssh.SFTPClient:
+        """An SFTP channel for a file to write, leased until :meth:`release`.
+
+        The one with the fewest large files (``stream``), then the fewest
+        files, writing through it; round robin among equals. Two large files
+        on one channel would share its window (OpenSSH: 2 MiB) and its
+        sftp-server process while another channel idles, and a small file
+        behind a large one waits for that window.
+        """
+        count = len(self.channels)
+        self._next = (self._next + 1) % count
+        order = [self.channels[(self._next + i) % count] for i in range(count)]
+        channel = min(order, key=lambda c: self._leases.get(id(c), 0))
+        self._leases[id(channel)] = self._leases.get(id(channel), 0) + _weight(stream)
+        return channel
+
+    async def stream_channel(self) -> asyncssh.SFTPClient:
+        """:meth:`channel` for a large file: one of its own if another is still being opened.
+
+        The channels beyond the first open in the background; a large file
+        that would share a channel with another waits for them (a moment, at
+        the start of a copy) rather than halve both windows for its whole length.
+        """
+        pending = self.background
+        shared = all(self._leases.get(id(c), 0) >= _STREAM_WEIGHT for c in self.channels)
+        if shared and pending is not None and not pending.done():
+            await asyncio.wait([pending], timeout=min(self.timeout, CHANNEL_WAIT))
+        return self.channel(stream=True)
+
+    def release(self, channel: asyncssh.SFTPClient, *, stream: bool = False) -> None:
+        """A file leased from :meth:`channel` is done writing through ``channel``."""
+        left = self._leases.pop(id(channel), 0) - _weight(stream)
+        if left > 0:
+            self._leases[id(channel)] = left
 
     @property
     def control(self) -> asyncssh.SFTPClient:
@@ -246,7 +290,10 @@ class Link:
         while True:
             session = await self.session()
             try:
-                with anyio.fail_after(time_limit or self.timeout):
+                limit = time_limit or self.timeout
+                if limit == math.inf:  # a transfer: the session's stall watch guards it
+                    return await operation(session)
+                with anyio.fail_after(limit):
                     return await operation(session)
             except Exception as exc:
                 if not is_connection_error(exc) and session.alive:
@@ -328,6 +375,7 @@ class Link:
         # Every session channel costs the server a login-shell start (0.3 s with a
         # heavy ~/.bashrc): the probe's shell starts beside the first channel, and
         # further channels join in the background.
+        skip_ignore_packets(conn)
         shells = ShellPool(conn, SHELLS)
         if self.tools.pending:
             self.tools.start(shells, lambda: client.lost)

@@ -117,25 +117,62 @@ class ShellPool:
 
     def __init__(self, conn: asyncssh.SSHClientConnection, size: int) -> None:
         self._conn = conn
+        self._size = size
         self._slots = anyio.Semaphore(size)
         self._idle: list[RemoteShell] = []
+        self._alive = 0
+        """Shells started and not closed, idle or running a command."""
+        self._warming: asyncio.Task[None] | None = None
+
+    def warm_up(self) -> None:
+        """Start the shells not started yet, in the background.
+
+        Two large files often end together and are hashed at once: the second
+        command would otherwise wait for a login shell (0.3 s and more) at the
+        very end of the copy.
+        """
+        if self._warming is None:
+            self._warming = asyncio.ensure_future(self._warm())
+
+    async def _warm(self) -> None:
+        with contextlib.suppress(asyncssh.Error, OSError):
+            for _ in range(self._size - self._alive):  # once: a failed shell is not retried
+                async with self._slots:
+                    if self._alive >= self._size:
+                        return
+                    shell = await self._start()
+                    try:
+                        shell.healthy = parse_silence(await shell.run("true")) is not None
+                    finally:
+                        self._done_with(shell)
+
+    async def _start(self) -> RemoteShell:
+        shell = await RemoteShell.start(self._conn)
+        self._alive += 1
+        return shell
+
+    def _done_with(self, shell: RemoteShell) -> None:
+        if shell.healthy:
+            self._idle.append(shell)
+        else:
+            self._alive -= 1
+            shell.close()
 
     async def run(self, command: str, parse: Callable[[list[str]], _T | None]) -> _T | None:
         """``parse`` of the output of ``command``; ``None`` (and that shell closed) if malformed."""
         async with self._slots:
-            shell = self._idle.pop() if self._idle else await RemoteShell.start(self._conn)
+            shell = self._idle.pop() if self._idle else await self._start()
             try:
                 result = parse(await shell.run(command))
                 # In sync or not, a shell that printed the unexpected is not trusted again.
                 shell.healthy = result is not None
                 return result
             finally:
-                if shell.healthy:
-                    self._idle.append(shell)
-                else:
-                    shell.close()
+                self._done_with(shell)
 
     def close(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
         for shell in self._idle:
             shell.close()
         self._idle.clear()
@@ -267,6 +304,8 @@ class HashTools:
                 logger.info("unexpected answer to the hash-tool probe: reading back instead")
             self._tools = tools or {}
             self._runs_commands = tools is not None
+            if tools:
+                shells.warm_up()
         finally:
             self._answered.set()
 

@@ -7,6 +7,13 @@ receiver's TCP path, and the profile of a 1 GiB copy showed a third of the
 event loop's time in them. :class:`CoalescingTcp` is given to
 ``asyncssh.connect`` as its ``tunnel`` (any object with ``create_connection``
 will do) and joins the writes of one event-loop turn: a 30% cut in client CPU.
+
+The ``SSH_MSG_IGNORE`` packets themselves are RFC 4251's defence (9.3.1)
+against chosen-plaintext attacks on CBC, whose IVs are predictable. With the
+ciphers finalcopy negotiates (AES-GCM, chacha20-poly1305, CTR) they protect
+nothing, OpenSSH never sends them, and they cost an encryption, a packet and
+a sequence number each: :func:`skip_ignore_packets` stops them on one
+connection (not with a CBC cipher): 15% of the client's CPU on a large file.
 """
 
 from __future__ import annotations
@@ -16,6 +23,31 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import asyncssh
+
+#: ``SSH_MSG_IGNORE``, and the payload asyncssh pads every packet with.
+MSG_IGNORE = 2
+_EMPTY_STRING = b"\0\0\0\0"
+
+
+def skip_ignore_packets(conn: asyncssh.SSHClientConnection) -> None:
+    """Stop ``conn`` sending an empty ``SSH_MSG_IGNORE`` before each packet, unless on CBC.
+
+    asyncssh sends them from ``send_packet``, which channels and the
+    connection itself call through the instance: wrapping it there leaves
+    every other packet, and every other connection, as it was.
+    """
+    send = conn.send_packet
+
+    def send_packet(pkttype: int, *args: bytes, handler: Any = None) -> None:
+        if (
+            pkttype == MSG_IGNORE
+            and args == (_EMPTY_STRING,)
+            and "-cbc" not in str(conn.get_extra_info("send_cipher", "-cbc"))
+        ):
+            return
+        send(pkttype, *args, handler=handler)
+
+    setattr(conn, "send_packet", send_packet)  # noqa: B010 - an instance, not the class
 
 
 class _Coalescing(asyncio.Transport):

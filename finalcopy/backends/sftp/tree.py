@@ -74,11 +74,19 @@ class RemoteTree:
         return self.remote(temp)
 
     async def open_writer(
-        self, session: Session, path: str, tmp: str, resume: int = 0, permissions: int = 0o600
+        self,
+        session: Session,
+        path: str,
+        tmp: str,
+        resume: int = 0,
+        permissions: int = 0o600,
+        *,
+        stream: bool = False,
     ) -> SftpTempWriter:
         """A writer on ``tmp`` for ``path``, continued at ``resume`` where that is proven safe.
 
-        A fresh temporary file is created with ``permissions`` (less the server's umask).
+        A fresh temporary file is created with ``permissions`` (less the server's umask);
+        a ``stream`` (a large file) gets a channel of its own where it can.
         """
         return await SftpTempWriter.open(
             session,
@@ -89,6 +97,7 @@ class RemoteTree:
             permissions=permissions,
             time_limit=self.link.timeout,
             quirks=self.quirks,
+            stream=stream,
         )
 
     # -- never through a link ---------------------------------------------

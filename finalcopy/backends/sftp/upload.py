@@ -3,11 +3,12 @@
 How one file travels:
 
 1. The engine's :class:`~finalcopy.backends.source.ChunkSource` is read (and
-   hashed) in a worker thread, :data:`~finalcopy.backends.base.READ_CHUNKS`
-   chunks per thread hop; the small files of a batch are read whole, all in
-   one hop (:meth:`Uploader._preload`).
-2. Consecutive chunks are joined into SFTP writes of up to the server's
-   ``max_write_len``, a window of them in flight at once; ``fsetstat``,
+   hashed) in a worker thread, :data:`HOP_BYTES` per thread hop, the next hop
+   read while the last one is sent (:meth:`Uploader._pump`); the small files
+   of a batch are read whole, all in one hop (:meth:`Uploader._preload`).
+2. The chunks are cut into SFTP writes of exactly the server's
+   ``max_write_len`` (:class:`~.writer.Pieces`), a window of them in flight
+   at once, on a channel of its own where there is one; ``fsetstat``,
    ``fsync`` and ``close`` follow in the same pipeline, then ``posix-rename``
    (see :mod:`.writer`).
 3. Verification hashes the committed files on the server (:mod:`.digests`).
@@ -22,6 +23,7 @@ behind the same way.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -46,7 +48,7 @@ from finalcopy.backends.sftp.digests import ServerHashes
 from finalcopy.backends.sftp.errors import is_connection_error
 from finalcopy.backends.sftp.shell import parse_stdin_digest, quote
 from finalcopy.backends.sftp.tree import RemoteTree
-from finalcopy.backends.sftp.writer import SftpTempWriter, coalesce
+from finalcopy.backends.sftp.writer import Pieces, SftpTempWriter
 from finalcopy.backends.source import ChunkSource
 from finalcopy.errors import DestinationError, FinalcopyError, Interrupted, SourceError
 from finalcopy.hashing import ALGORITHMS, Algorithm
@@ -63,6 +65,8 @@ READER_THREADS = 4
 #: Large files streaming at once, whatever the engine's job count: one or two
 #: streams fill the connection, and each holds a window of buffers.
 STREAMS = 2
+#: Bytes a streamed file reads per worker-thread hop (while the previous hop is sent).
+HOP_BYTES = 1024 * 1024
 
 
 def _read_whole(sources: list[ChunkSource]) -> list[bytes | SourceError]:
@@ -101,23 +105,24 @@ class Uploader:
         interrupted = False
         contents = await self._preload(transfers)
 
-        async def one(transfer: FileTransfer, scope: anyio.CancelScope) -> None:
+        todo = iter([t for t in transfers if t.error is None])
+
+        async def worker(scope: anyio.CancelScope) -> None:
+            # Workers share one iterator: a file starts as soon as one of them is free.
             nonlocal interrupted
-            if transfer.error is not None:
-                return
-            async with limiter:
+            for transfer in todo:
                 try:
                     await self._put(transfer, algorithm, contents.get(id(transfer)), on_retry)
                 except Interrupted:
                     interrupted = True
                     scope.cancel()
+                    return
                 except FinalcopyError as exc:
                     transfer.error = exc
 
-        limiter = anyio.CapacityLimiter(FILES_IN_FLIGHT)
         async with anyio.create_task_group() as tg:
-            for transfer in transfers:
-                tg.start_soon(one, transfer, tg.cancel_scope)
+            for _ in range(min(FILES_IN_FLIGHT, len(transfers))):
+                tg.start_soon(worker, tg.cancel_scope)
         if interrupted:
             raise Interrupted("interrupted")
         wanted = [t for t in transfers if t.readback and t.error is None]
@@ -232,7 +237,7 @@ class Uploader:
                     else:
                         logger.info("partial file %s differs from the source: starting over", tmp)
         writer = await self.tree.open_writer(
-            session, transfer.path, tmp, proven, transfer.create_mode
+            session, transfer.path, tmp, proven, transfer.create_mode, stream=True
         )
         if writer.offset:
             transfer.resumed_from = max(transfer.resumed_from, writer.offset)
@@ -266,17 +271,45 @@ class Uploader:
         return local == remote
 
     async def _pump(self, writer: SftpTempWriter, source: ChunkSource) -> None:
-        while True:
-            chunks = await anyio.to_thread.run_sync(
-                source.read_many, READ_CHUNKS, limiter=self._readers
-            )
-            for piece in coalesce(chunks, writer.write_len):
-                await writer.write(piece)
-            # A short batch is the end of the file: asking again would not return [].
-            if len(chunks) < READ_CHUNKS:
-                break
+        """Send the rest of ``source`` through ``writer``, reading one hop ahead.
+
+        A thread hop takes milliseconds to start on a busy machine, more than
+        sending a MiB does: read in turn, the window drained at every hop. So
+        the next :data:`HOP_BYTES` are read while the last are sent, and a
+        read still running when the pump stops is waited for, never left to
+        race a rewind.
+        """
+        pieces = Pieces(writer.write_len)
+        want = READ_CHUNKS
+        ahead = self._read_ahead(source, want)
+        try:
+            while True:
+                chunks = await asyncio.shield(ahead)  # a cancel must not orphan the read
+                # A short batch is the end of the file: asking again would not return [].
+                last = len(chunks) < want
+                if not last:
+                    want = max(1, HOP_BYTES // len(chunks[0]))
+                    ahead = self._read_ahead(source, want)
+                for piece in pieces.feed(chunks):
+                    await writer.write(piece)
+                del chunks
+                if last:
+                    break
+            if tail := pieces.rest():
+                await writer.write(tail)
+        finally:
+            if not ahead.done():
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait([ahead])
+            if not ahead.cancelled():
+                ahead.exception()  # retrieved: an error after a failed write is not news
         if writer.offset != source.size:
             raise SourceError(
                 f"'{writer.where}' would not match its source: {source.size} bytes planned, "
                 f"{writer.offset} sent"
             )
+
+    def _read_ahead(self, source: ChunkSource, count: int) -> asyncio.Task[list[bytes]]:
+        """Start reading ``count`` chunks of ``source`` in a worker thread."""
+        read = anyio.to_thread.run_sync(source.read_many, count, limiter=self._readers)
+        return asyncio.ensure_future(read)

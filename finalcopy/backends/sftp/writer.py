@@ -23,7 +23,7 @@ import contextlib
 import logging
 import posixpath
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -58,20 +58,44 @@ SAFE_WRITE = 32 * 1024
 CREATE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
 
 
-def coalesce(chunks: list[bytes], limit: int) -> list[bytes]:
-    """Join consecutive chunks into pieces of at most ``limit`` bytes: fewer SFTP requests."""
-    out: list[bytes] = []
-    group: list[bytes] = []
-    size = 0
-    for chunk in chunks:
-        if group and size + len(chunk) > limit:
-            out.append(group[0] if len(group) == 1 else b"".join(group))
-            group, size = [], 0
-        group.append(chunk)
-        size += len(chunk)
-    if group:
-        out.append(group[0] if len(group) == 1 else b"".join(group))
-    return out
+class Pieces:
+    """Cuts a stream of chunks into SFTP writes of exactly ``size`` bytes (the last one shorter).
+
+    The server's ``max_write_len`` is rarely a multiple of the chunk size
+    (OpenSSH: 255 KiB against 64 KiB chunks): whole chunks grouped below the
+    limit made 192 KiB writes and a 64 KiB tail per batch, half again as many
+    requests as needed. A write is one join of the slices it spans, whatever
+    batch of chunks they came in.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._parts: list[bytes | memoryview] = []
+        self._length = 0
+
+    def feed(self, chunks: list[bytes]) -> Iterator[bytes]:
+        """The full pieces that ``chunks`` complete; what is left waits for the next ones."""
+        size = self.size
+        for chunk in chunks:
+            if not self._parts and len(chunk) == size:
+                yield chunk
+                continue
+            view = memoryview(chunk)
+            while view:
+                take = min(len(view), size - self._length)
+                self._parts.append(view[:take])
+                self._length += take
+                view = view[take:]
+                if self._length == size:
+                    yield self._take()
+
+    def rest(self) -> bytes:
+        """The last, shorter piece (empty if the chunks ended on a piece boundary)."""
+        return self._take() if self._parts else b""
+
+    def _take(self) -> bytes:
+        parts, self._parts, self._length = self._parts, [], 0
+        return b"".join(parts)
 
 
 def same_file(seen: asyncssh.SFTPAttrs, opened: asyncssh.SFTPAttrs) -> bool:
@@ -176,6 +200,8 @@ class SftpTempWriter(TempWriter):
         offset: int,
         timeout: float,
         quirks: ServerQuirks,
+        *,
+        stream: bool = False,
     ) -> None:
         self.session = session
         self.channel = channel
@@ -190,6 +216,10 @@ class SftpTempWriter(TempWriter):
         self._depth = max(4, WINDOW_BYTES // self.write_len)
         self._pending: deque[tuple[str, asyncio.Future[Any]]] = deque()
         self._done = False
+        self._leased = True
+        """The channel was leased for this file by :meth:`Session.channel`."""
+        self.stream = stream
+        """A large file, weighing more on its channel (see :meth:`Session.channel`)."""
         self._in_flight = 0
         self._clock = asyncio.get_running_loop().time
 
@@ -205,16 +235,24 @@ class SftpTempWriter(TempWriter):
         permissions: int = 0o600,
         time_limit: float,
         quirks: ServerQuirks,
+        stream: bool = False,
     ) -> SftpTempWriter:
         """Create the temporary file ``tmp``, or continue it at ``resume``.
 
         See :func:`open_temp_file`; ``offset`` is 0 when the partial file could
-        not be continued, and the caller must then start over.
+        not be continued, and the caller must then start over. A ``stream``
+        (a large file) gets a channel of its own where it can.
         """
-        channel = session.channel()
-        opening = open_temp_file(channel, tmp, where, resume, permissions)
-        file, offset = await limited(time_limit, opening)
-        return cls(session, channel, file, final, tmp, where, offset, time_limit, quirks)
+        channel = await session.stream_channel() if stream else session.channel()
+        try:
+            opening = open_temp_file(channel, tmp, where, resume, permissions)
+            file, offset = await limited(time_limit, opening)
+        except BaseException:
+            session.release(channel, stream=stream)
+            raise
+        return cls(
+            session, channel, file, final, tmp, where, offset, time_limit, quirks, stream=stream
+        )
 
     async def write(self, data: bytes | memoryview) -> None:
         if len(data) <= self.write_len:
@@ -266,6 +304,7 @@ class SftpTempWriter(TempWriter):
         self._submit("close", self.file.close())
         while self._pending:
             await self._settle_oldest()
+        self._release()
         try:
             with anyio.fail_after(self.timeout):
                 await rename_into_place(self.channel, self.tmp, self.final, self.quirks)
@@ -311,6 +350,13 @@ class SftpTempWriter(TempWriter):
             future.cancel()
         with anyio.CancelScope(shield=True):
             await asyncio.gather(*pending, return_exceptions=True)
+        self._release()
+
+    def _release(self) -> None:
+        """Tell the session this file no longer writes through its channel (once)."""
+        if self._leased:
+            self._leased = False
+            self.session.release(self.channel, stream=self.stream)
 
     async def abort(self) -> None:
         if self._done:

@@ -8,18 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from finalcopy.cli import options as cli
 from finalcopy.cli.destination import check_destination, check_not_a_file
-from finalcopy.cli.options import (
-    Checksum,
-    FilesystemOptions,
-    Jobs,
-    LogFile,
-    OutputOptions,
-    SshOptions,
-    TransferOptions,
-    dry_run_option,
-    with_option_blocks,
-)
 from finalcopy.cli.runtime import run_cancellable, setup_logging
 from finalcopy.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
@@ -27,21 +17,23 @@ if TYPE_CHECKING:
     from finalcopy.engine import CopyReport
 
 
-@with_option_blocks
+@cli.with_option_blocks
 def copy_command(
     source: Annotated[Path, typer.Argument(help="Folder to copy (its content goes into DEST).")],
     dest: Annotated[
         str, typer.Argument(help="Destination folder: path, sftp:// URL or user@host:path.")
     ],
-    transfer: TransferOptions,
-    jobs: Jobs = 4,
-    checksum: Checksum = False,
-    dry_run: Annotated[bool, dry_run_option("Show what would be copied; write nothing.")] = False,
+    transfer: cli.TransferOptions,
+    jobs: cli.Jobs = 4,
+    checksum: cli.Checksum = False,
+    dry_run: Annotated[
+        bool, cli.dry_run_option("Show what would be copied; write nothing.")
+    ] = False,
     *,
-    output: OutputOptions,
-    log_file: LogFile = None,
-    filesystem: FilesystemOptions,
-    ssh: SshOptions,
+    output: cli.OutputOptions,
+    log_file: cli.LogFile = None,
+    filesystem: cli.FilesystemOptions,
+    ssh: cli.SshOptions,
 ) -> None:
     """Copy SOURCE into DEST, hashing while streaming, verifying, and writing a manifest.
 
@@ -52,8 +44,10 @@ def copy_command(
     check_destination(dest)  # before anything heavy: a typo is answered at once
     # Imported here, not at the top: `finalcopy --help` needs none of them.
     from finalcopy.backends import open_backend
-    from finalcopy.cli.render.summary import copy_summary
+    from finalcopy.cli.render.base import header
+    from finalcopy.cli.render.summary import bwlimit_header, copy_summary
     from finalcopy.engine import copy_tree
+    from finalcopy.engine.bandwidth import bwlimit_json
 
     log = setup_logging(output.verbose, output.quiet, log_file)
     options = transfer.copy_options(jobs, checksum=checksum, dry_run=dry_run)
@@ -65,9 +59,11 @@ def copy_command(
         check_not_a_file(dest)
         backend = await open_backend(dest, dest_options)
         async with backend:
+            header(bwlimit_header(options.bwlimit), output.json_output, output.quiet)
             with renderer:
                 report = await copy_tree(source, backend, options, events=renderer, cancel=cancel)
-                renderer.summary(report.to_dict(), copy_summary(report))
+                data = {**report.to_dict(), "bwlimit": bwlimit_json(options.bwlimit)}
+                renderer.summary(data, copy_summary(report, options.bwlimit))
         return report
 
     report = run_cancellable(work)

@@ -197,6 +197,9 @@ def run_command(
         dry_run=dry_run,
         verbose=output.verbose > 0,
         report_path=report,
+        # As typed, else FINALCOPY_BWLIMIT as typer read it (the same value the settings
+        # would read): the settings make from it the run's one limiter, in `copy`.
+        bwlimit=transfer.bwlimit,
         copy=transfer.copy_options(jobs, checksum=checksum),
         destination=ssh.destination_options(jobs, filesystem),
     )
@@ -206,8 +209,9 @@ def run_command(
 def finalize(options: dict[str, Any], output: OutputOptions) -> int:
     """Resolve the settings, finalize with a renderer, and return the exit code."""
     # Imported here, not at the top: `finalcopy --help` needs none of them.
+    from finalcopy.cli.render.base import header
     from finalcopy.cli.render.finalize import finalize_renderer
-    from finalcopy.cli.render.summary import finalize_summary
+    from finalcopy.cli.render.summary import bwlimit_header, finalize_summary
     from finalcopy.errors import UsageError
     from finalcopy.finalize import Settings, run_finalization
 
@@ -224,6 +228,7 @@ def finalize(options: dict[str, Any], output: OutputOptions) -> int:
     )
 
     async def work(cancel: threading.Event) -> FinalizationReport:
+        header(bwlimit_header(settings.copy.bwlimit), output.json_output, output.quiet)
         with renderer:
             result = await run_finalization(settings, events=renderer, cancel=cancel)
             with contextlib.suppress(BrokenPipeError):  # the reader left; the report is on disk

@@ -63,6 +63,14 @@ def warn(message: str) -> None:
         print(f"WARNING: {message}", file=sys.stderr, flush=True)
 
 
+def header(text: str, json_output: bool, quiet: bool) -> None:
+    """A line on stderr before the progress starts (above the live bars, or first of the
+    plain lines) naming a setting in force; not for programs (``--json``) nor with ``-q``."""
+    if text and not json_output and not quiet:
+        with contextlib.suppress(OSError):
+            print(text, file=sys.stderr, flush=True)
+
+
 def display_kind(
     json_output: bool, quiet: bool, live: bool
 ) -> Literal["json", "quiet", "live", "plain"]:

@@ -1,4 +1,4 @@
-"""Render engine events (``copy``, ``verify``): live bars, plain lines, or JSON lines.
+"""Render engine events (``copy``, ``verify``): live bars (:mod:`.live`), plain lines, JSON lines.
 
 Streams: the summary goes to **stdout**, after the live display has stopped,
 so it is the last thing on screen and ``finalcopy copy … | tee log`` keeps it;
@@ -16,12 +16,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import TaskID
-
 from finalcopy.cli.render.base import Output, Renderer, display_kind, human_bytes
-from finalcopy.cli.render.progress import LiveDisplay, progress_display, task_total
+from finalcopy.cli.render.counts import LARGE_FILE, Counts
 from finalcopy.engine.events import (
     BytesProgress,
     Event,
@@ -32,31 +28,11 @@ from finalcopy.engine.events import (
     Retry,
 )
 
-LARGE_FILE = 1 << 20
-"""Files from this size get a line when they finish (and a bar while in flight)."""
-
 
 def timestamp(clock: Callable[[], float] = time.time) -> str:
     """Now, as JSON events carry it: ISO 8601 in UTC with milliseconds."""
     moment = datetime.fromtimestamp(clock(), UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class Counts:
-    """Files done out of the plan, counted from the events (small files included)."""
-
-    def __init__(self) -> None:
-        self.total = 0
-        self.done = 0
-
-    def see(self, event: Event) -> None:
-        if isinstance(event, PlanReady):
-            self.total = event.files
-        elif isinstance(event, FileFinished | FileFailed):
-            self.done += 1
-
-    def __str__(self) -> str:
-        return f"{self.done}/{self.total} files" if self.total else ""
 
 
 class JsonRenderer:
@@ -182,81 +158,6 @@ class QuietRenderer(PlainRenderer):
                 self.note(text)
 
 
-class RichRenderer(LiveDisplay):
-    """On a terminal: the overall bar, plus one per large file in flight with its stage."""
-
-    MAX_FILE_BARS = 6
-
-    def __init__(
-        self, verbose: bool = False, console: Console | None = None, force: bool = False
-    ) -> None:
-        self.verbose = verbose
-        self.progress = progress_display(console, force=force)
-        self.overall = self.progress.add_task("total", total=None, files="")
-        self.files: dict[str, TaskID] = {}
-        self.finished: set[str] = set()
-        self.counts = Counts()
-        self.out = Output(sys.stdout)
-
-    def __call__(self, event: Event) -> None:
-        self.counts.see(event)
-        if isinstance(event, PlanReady):
-            self.progress.update(self.overall, total=event.bytes, files=str(self.counts))
-        elif isinstance(event, BytesProgress):
-            self.progress.update(self.overall, completed=event.done, total=event.total)
-            self._update_files(event.active)
-        elif isinstance(event, FileFailed):
-            self.print(f"[red]FAILED[/red] {escape(event.path)}: {escape(event.error)}")
-        elif isinstance(event, Notice):
-            if event.level == "warning" or self.verbose:
-                style = "yellow" if event.level == "warning" else "dim"
-                self.print(f"[{style}]{event.level}:[/{style}] {escape(event.message)}")
-        elif isinstance(event, Retry):
-            self.print(f"[yellow]retry {event.attempt}[/yellow] {escape(event.path)}")
-        elif isinstance(event, FileFinished):
-            self._file_done(event)
-        if isinstance(event, FileFinished | FileFailed):
-            self.progress.update(self.overall, files=str(self.counts))
-
-    def _file_done(self, event: FileFinished) -> None:
-        self.finished.add(event.path)
-        task = self.files.pop(event.path, None)
-        if task is not None:
-            self.progress.update(task, completed=event.size, stage="done")
-            self.progress.remove_task(task)
-        if self.verbose or event.size >= LARGE_FILE:
-            self.print(f"[dim]{event.outcome} {escape(event.path)} ({human_bytes(event.size)})")
-
-    def _update_files(self, active: tuple[tuple[str, int, int], ...]) -> None:
-        current = {
-            path: (done, size)
-            for path, done, size in active[: self.MAX_FILE_BARS]
-            if path not in self.finished
-        }
-        for path in list(self.files):
-            if path not in current:
-                self.progress.remove_task(self.files.pop(path))
-        for path, (done, size) in current.items():
-            if path not in self.files:
-                name = path if len(path) <= 40 else "…" + path[-39:]
-                self.files[path] = self.progress.add_task(escape(name), total=size, stage="copying")
-            # The bytes are all written; the file is being proven (read back or hashed).
-            stage = "verifying" if done >= size else "copying"
-            self.progress.update(self.files[path], completed=done, stage=stage)
-
-    def summary(self, data: dict[str, Any], lines: list[str]) -> None:
-        """Stop the display (full bars when all is done), then the summary on stdout."""
-        for task in list(self.files.values()):
-            self.progress.remove_task(task)
-        self.files.clear()
-        ok = data.get("ok") and not data.get("dry_run")
-        if ok and (total := task_total(self.progress, self.overall)):
-            self.progress.update(self.overall, completed=total)
-        if data.get("throughput_bytes_per_s"):
-            self.progress.update(self.overall, average=data["throughput_bytes_per_s"])
-        self.finish(lines)
-
-
 class LoggedRenderer:
     """Another renderer, with what it shows also written to ``--log-file``."""
 
@@ -307,6 +208,9 @@ def engine_renderer(
     elif kind == "quiet":
         renderer = QuietRenderer(verbose=False, interval=0)
     elif kind == "live":
+        # Imported here: rich is for terminals, a pipe or a log never loads it.
+        from finalcopy.cli.render.live import RichRenderer
+
         renderer = RichRenderer(verbose=verbose, force=live)
     else:
         renderer = PlainRenderer(verbose=verbose, interval=interval)

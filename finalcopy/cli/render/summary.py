@@ -12,10 +12,32 @@ from finalcopy.cli.render.base import human_bytes
 
 if TYPE_CHECKING:
     from finalcopy.engine import CopyReport, VerifyReport
+    from finalcopy.engine.bandwidth import BandwidthLimiter
     from finalcopy.finalize import FinalizationReport, Settings
 
 
-def copy_summary(report: CopyReport) -> list[str]:
+def bwlimit_text(limiter: BandwidthLimiter) -> str:
+    """``5.0 MiB/s``, or a timetable: ``5.0 MiB/s from 08:00, off from 19:00``."""
+    schedule = limiter.schedule
+
+    def rate(value: int | None) -> str:
+        return "off" if value is None else f"{human_bytes(value)}/s"
+
+    if not schedule.timetable:
+        return rate(schedule.slots[0].rate)
+    return ", ".join(f"{rate(slot.rate)} from {slot.label}" for slot in schedule.slots)
+
+
+def bwlimit_header(limiter: BandwidthLimiter | None) -> str:
+    """The line above the progress display naming the limit in force ("" without one)."""
+    return "" if limiter is None else f"bandwidth limit: {bwlimit_text(limiter)}"
+
+
+def _bwlimit(limiter: BandwidthLimiter | None) -> str:
+    return "" if limiter is None else f", bwlimit={bwlimit_text(limiter)}"
+
+
+def copy_summary(report: CopyReport, bwlimit: BandwidthLimiter | None = None) -> list[str]:
     """Counts, speed and manifest of a copy, then each failure and how to resume."""
     rate = human_bytes(report.bytes_copied / report.duration) + "/s" if report.duration else "-"
     verb = "would copy" if report.dry_run else "copied"
@@ -26,6 +48,7 @@ def copy_summary(report: CopyReport) -> list[str]:
         f"({human_bytes(report.bytes_copied if not report.dry_run else report.bytes)}), "
         f"skipped {report.skipped} already verified, failed {len(report.failed)} "
         f"in {report.duration:.2f} s ({rate}); verify={report.verify}, hash={report.algorithm}"
+        + _bwlimit(bwlimit)
     ]
     if report.manifest:
         lines.append(f"manifest: {report.manifest}")
@@ -65,6 +88,7 @@ def finalize_summary(report: FinalizationReport, settings: Settings) -> list[str
     lines.append(
         f"{verb} {count}/{total} project(s), failed {report.failed}, "
         f"in {report.duration:.2f} s; mode={report.mode}, on-existing={report.on_existing}"
+        + _bwlimit(settings.copy.bwlimit)
     )
     for project in report.projects:
         size = human_bytes(project.bytes)

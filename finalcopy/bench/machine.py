@@ -1,0 +1,51 @@
+"""The machine a measurement was made on: what a reader needs before trusting a number.
+
+Throughput depends on the CPU, the kernel, the Python and the load as much
+as on the storage, so every report (``finalcopy bench``, ``benchmarks/``)
+carries them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+from pathlib import Path
+
+from finalcopy import __version__
+
+__all__ = ["cores", "machine_facts"]
+
+
+def _proc_field(path: str, key: str) -> str | None:
+    with contextlib.suppress(OSError):
+        for line in Path(path).read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == key:
+                return value.strip()
+    return None
+
+
+def cores() -> int:
+    """The CPUs this process may run on (``nproc``), not the machine's total."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def machine_facts() -> dict[str, str]:
+    """Date, CPU model, cores, memory, kernel, Python, finalcopy version, load average."""
+    mem_kib = _proc_field("/proc/meminfo", "MemTotal") or "0 kB"
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
+        "nproc": str(cores()),
+        "memory": f"{int(mem_kib.split()[0]) / 1024 / 1024:.1f} GiB",
+        "kernel": platform.release(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "finalcopy": __version__,
+        # A busy machine explains a wide min-max spread better than any setting does.
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
