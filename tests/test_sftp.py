@@ -24,6 +24,7 @@ import pytest
 
 from finalcopy.backends import DestinationOptions, FileTransfer, open_backend
 from finalcopy.backends.base import is_temp_name, temp_name
+from finalcopy.backends.sftp.backend import SftpBackend
 from finalcopy.backends.sftp.connection import Session
 from finalcopy.backends.sftp.shell import ShellPool, parse_silence
 from finalcopy.backends.sftp.transport import MSG_IGNORE, skip_ignore_packets
@@ -83,7 +84,8 @@ async def test_copy_is_checkable_with_b3sum_on_the_server(
     remote = tmp_path / "remote"
     async with await open_remote(sshd_server, tmp_path, remote) as backend:
         assert "hashing on the server" in backend.strategy, backend.strategy
-        assert "blake3" in backend.capabilities.remote_hashes
+        assert isinstance(backend, SftpBackend)
+        assert "blake3" in backend.link.tools.known
         report = await copy_tree(tmp_path / "src", backend, CopyOptions(), dest="dst")
     assert report.ok, report.failed
     assert report.copied == len(files)

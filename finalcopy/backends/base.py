@@ -69,15 +69,15 @@ import hashlib
 import posixpath
 import secrets
 import stat
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
 import anyio.to_thread
 
+from finalcopy.backends.phases import PhaseTimes
 from finalcopy.backends.source import BytesSource, ChunkSource
 from finalcopy.errors import DestinationError, DestinationUnusable, FinalcopyError
 from finalcopy.hashing import DEFAULT_ALGORITHM, Algorithm, get_algorithm
@@ -153,8 +153,6 @@ class Capabilities:
     """Mode and mtime are kept (False on NTFS/FUSE: chmod/utime are never called there)."""
     symlinks: bool = False
     """Symbolic links can be created (:meth:`Backend.symlink`)."""
-    remote_hashes: frozenset[str] = frozenset()
-    """Algorithms the destination computes itself, without sending the bytes back."""
     local_path: bool = False
     """Paths are local files (so ``dest inside source`` can be checked)."""
 
@@ -167,39 +165,6 @@ class DestStat:
     size: int
     mtime_ns: int
     mode: int
-
-
-Phase = Literal["stream", "commit", "verify"]
-
-
-@dataclass
-class PhaseTimes:
-    """Seconds spent in each phase of a transfer, for ``finalcopy bench``'s time split.
-
-    *stream*: reading, hashing and writing the bytes; *commit*: metadata,
-    fsync and rename (or their requests); *verify*: the read-back or server
-    hash. Concurrent files each count their own time, so a sum over a copy
-    is worker-seconds: its shares say where the work goes, not wall time.
-    """
-
-    stream: float = 0.0
-    commit: float = 0.0
-    verify: float = 0.0
-
-    @contextlib.contextmanager
-    def timing(self, phase: Phase) -> Iterator[None]:
-        """Add the time the block takes to ``phase`` (also when it raises)."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            setattr(self, phase, getattr(self, phase) + time.perf_counter() - start)
-
-    def add(self, other: PhaseTimes) -> None:
-        """Add ``other``'s seconds to these."""
-        self.stream += other.stream
-        self.commit += other.commit
-        self.verify += other.verify
 
 
 @dataclass(eq=False)

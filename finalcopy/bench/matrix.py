@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from finalcopy.backends.base import PhaseTimes
+from finalcopy.backends.phases import PhaseTimes
 from finalcopy.bench.measure import Spread
 
 __all__ = [

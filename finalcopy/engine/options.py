@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from finalcopy.backends.base import PhaseTimes
+from finalcopy.backends.phases import PhaseTimes
 from finalcopy.choices import VerifyMode
 from finalcopy.engine.bandwidth import BandwidthLimiter
 from finalcopy.engine.events import EventSink, FileFailed, Notice, Retry

@@ -73,9 +73,7 @@ class SftpBackend(Backend):
         self.root = tree.root
         self.hashes = ServerHashes(tree)
         self.uploader = Uploader(tree, self.hashes)
-        self.capabilities = Capabilities(
-            posix_metadata=True, symlinks=True, remote_hashes=frozenset(self.link.tools.known)
-        )
+        self.capabilities = Capabilities(posix_metadata=True, symlinks=True)
         cipher = session.conn.get_extra_info("send_cipher") or "default cipher"
         self.strategy = (
             f"SFTP to {self.link.label} ({cipher}, {self.link.channels} channel(s), "

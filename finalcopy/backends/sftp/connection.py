@@ -50,16 +50,10 @@ _T = TypeVar("_T")
 SHELLS = 2
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 8.0
-
-
 #: Seconds a large file waits for a channel of its own while more are being opened.
 CHANNEL_WAIT = 5.0
 #: What a large file weighs on a channel against a small one (see Session.channel).
 _STREAM_WEIGHT = 1 << 16
-
-
-def _weight(stream: bool) -> int:
-    return _STREAM_WEIGHT if stream else 1
 
 
 def backoff(attempt: int) -> float:
@@ -126,7 +120,9 @@ class Session:
         self._next = (self._next + 1) % count
         order = [self.channels[(self._next + i) % count] for i in range(count)]
         channel = min(order, key=lambda c: self._leases.get(id(c), 0))
-        self._leases[id(channel)] = self._leases.get(id(channel), 0) + _weight(stream)
+        self._leases[id(channel)] = self._leases.get(id(channel), 0) + (
+            _STREAM_WEIGHT if stream else 1
+        )
         return channel
 
     async def stream_channel(self) -> asyncssh.SFTPClient:
@@ -144,7 +140,7 @@ class Session:
 
     def release(self, channel: asyncssh.SFTPClient, *, stream: bool = False) -> None:
         """A file leased from :meth:`channel` is done writing through ``channel``."""
-        left = self._leases.pop(id(channel), 0) - _weight(stream)
+        left = self._leases.pop(id(channel), 0) - (_STREAM_WEIGHT if stream else 1)
         if left > 0:
             self._leases[id(channel)] = left
 

@@ -39,9 +39,9 @@ from finalcopy.backends.base import (
     Batch,
     FileTransfer,
     OnRetry,
-    PhaseTimes,
     RetryListener,
 )
+from finalcopy.backends.phases import PhaseTimes
 from finalcopy.backends.sftp.attrs import kind_of
 from finalcopy.backends.sftp.connection import Session, limited
 from finalcopy.backends.sftp.digests import ServerHashes
