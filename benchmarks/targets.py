@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import posixpath
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from finalcopy.bench.measure import first_line
-from finalcopy.bench.tools import SshTarget
+from finalcopy.bench.tools import TARGETS, SshTarget
 from tests.support import loopmount
 from tests.support.ntfs import NTFS
 from tests.support.sshd import running_sshd
@@ -47,10 +48,10 @@ __all__ = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-#: The only name the runner ever deletes in a destination root.
-DEST_NAME = "finalcopy-bench-dst"
+#: The only name the runner ever deletes in a destination root: random for each
+#: invocation, so it is never a folder that was there before the run.
+DEST_NAME = f"finalcopy-bench-dst-{secrets.token_hex(4)}"
 DEFAULT_CIPHER = "aes128-gcm@openssh.com"
-TARGETS = ("local", "ntfs", "sftp")
 
 
 def ssh_url(ssh: SshTarget, path: str) -> str:

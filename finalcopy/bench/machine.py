@@ -18,7 +18,8 @@ from finalcopy import __version__
 __all__ = ["cores", "machine_facts"]
 
 
-def _proc_field(path: str, key: str) -> str | None:
+def proc_field(path: str, key: str) -> str | None:
+    """The value of ``key:`` in a /proc file such as /proc/meminfo (None when absent)."""
     with contextlib.suppress(OSError):
         for line in Path(path).read_text().splitlines():
             name, _, value = line.partition(":")
@@ -37,10 +38,10 @@ def cores() -> int:
 
 def machine_facts() -> dict[str, str]:
     """Date, CPU model, cores, memory, kernel, Python, finalcopy version, load average."""
-    mem_kib = _proc_field("/proc/meminfo", "MemTotal") or "0 kB"
+    mem_kib = proc_field("/proc/meminfo", "MemTotal") or "0 kB"
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
+        "cpu": proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
         "nproc": str(cores()),
         "memory": f"{int(mem_kib.split()[0]) / 1024 / 1024:.1f} GiB",
         "kernel": platform.release(),

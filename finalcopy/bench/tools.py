@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 TARGETS = ("local", "ntfs", "sftp")
+"""Where a comparison can land: a local folder, an NTFS mount, an SFTP server."""
 
 
 @dataclass(frozen=True)

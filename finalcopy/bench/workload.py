@@ -35,6 +35,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from finalcopy.bench.machine import proc_field
 from finalcopy.errors import Interrupted
 
 __all__ = [
@@ -377,10 +378,5 @@ def scratch_parent(needed: int) -> tuple[Path, str]:
 
 def _available_memory() -> int:
     """MemAvailable from /proc/meminfo, in bytes (0 when unknown)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * KiB
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+    value = (proc_field("/proc/meminfo", "MemAvailable") or "0 kB").split()[0]
+    return int(value) * KiB if value.isdigit() else 0

@@ -12,16 +12,15 @@ reads, then hands the command the assembled block::
 So ``--identity`` or ``--verify`` has one name, one help text and one check
 wherever it appears. The blocks:
 
-* :class:`TransferOptions` — ``--hash``, ``--chunk-size``, ``--verify``, ``--bwlimit`` (copy, run);
+* :class:`TransferOptions` — --hash, --chunk-size, --verify, --bwlimit (copy, run, bench);
 * :class:`FilesystemOptions` — ``--metadata``, ``--ntfs-names`` (copy, run);
 * :class:`SshOptions` — identity, config, port, known hosts, retries, timeout
   (copy, verify, run);
 * :class:`OutputOptions` — ``--json``, ``-v``, ``-q``, ``-P``, ``--stats`` (every command);
 
 plus :data:`Jobs`, :data:`Checksum` and :data:`LogFile`, single options shared
-by several commands. Choices are enums, so typer lists and checks them; every
-option sits in one of the help panels (what to copy, verification,
-destination and SSH, output, performance).
+by several commands. Choices are :mod:`finalcopy.choices` ``Literal`` types, so
+typer lists and checks them; every option sits in a help panel.
 
 This module stays light (no engine, no backend imported until a block is
 turned into the engine's options), so ``finalcopy --help`` starts fast.
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
+from finalcopy import sizes
 from finalcopy.choices import AlgorithmName, MetadataMode, NameMode, VerifyMode
 from finalcopy.cli.bwlimit import bwlimit_option, limiter
 from finalcopy.cli.runtime import fail
@@ -62,24 +62,27 @@ DESTINATION = "Destination and SSH"
 OUTPUT = "Output"
 PERFORMANCE = "Performance"
 
-KiB, MiB = 1 << 10, 1 << 20
-CHUNK_RANGE = (4 * KiB, 16 * MiB)
+CHUNK_RANGE = (4 << 10, 16 << 20)  # 4 KiB to 16 MiB
 
 
 def parse_size(text: str, option: str = "--chunk-size") -> int:
     """``65536``, ``64K``, ``64KiB``, ``1M`` → bytes; anything else is a usage error naming it."""
-    from finalcopy.sizes import parse_size as parse
-
     try:
-        return parse(text, option)
+        return sizes.parse_size(text, option)
     except UsageError as exc:
         fail(str(exc), EXIT_USAGE)
 
 
-def _check_chunk_size(text: str) -> str:
-    low, high = CHUNK_RANGE
-    if not low <= parse_size(text) <= high:
+def parse_chunk_size(text: str) -> int:
+    """A ``--chunk-size`` value in bytes, within :data:`CHUNK_RANGE` (else a usage error)."""
+    size = parse_size(text)
+    if not CHUNK_RANGE[0] <= size <= CHUNK_RANGE[1]:
         fail(f"--chunk-size '{text}': must be between 4K and 16M", EXIT_USAGE)
+    return size
+
+
+def _check_chunk_size(text: str) -> str:
+    parse_chunk_size(text)
     return text
 
 

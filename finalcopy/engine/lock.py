@@ -232,14 +232,23 @@ class DestinationLock:
         return time.time() - latest.mtime_ns / 1e9 > STALE_SECONDS
 
     async def _break(self, owner: Owner | None) -> None:
-        aside = join(self.folder, META_DIR, f"lock.stale-{self.me.token[:12]}")
+        await self._take_away(owner.token if owner else None, "stale")
+
+    async def _take_away(self, token: str | None, why: str) -> None:
+        """Remove the lock if it still belongs to ``token``: renamed aside in one step,
+        checked, then emptied.
+
+        One rename, so no crash leaves a lock without its owner (which nobody
+        could tell from a live holder's until it went stale); checked after the
+        rename, so a holder that took the lock since it was judged is given it back.
+        """
+        aside = join(self.folder, META_DIR, f"lock.{why}-{self.me.token[:12]}")
         try:
             await self.backend.rename(self.path, aside)
         except FinalcopyError:
-            return  # someone else broke or released it first: compete for mkdir again
+            return  # someone else broke or released it first
         moved = Owner.parse(await self._read_owner(join(aside, OWNER_NAME)))
-        if (moved.token if moved else None) != (owner.token if owner else None):
-            # A new holder took it between our judgement and the rename: give it back.
+        if (moved.token if moved else None) != token:
             with contextlib.suppress(FinalcopyError):
                 await self.backend.rename(aside, self.path)
             return
@@ -284,11 +293,6 @@ class DestinationLock:
         self.held = False
         owner = Owner.parse(await self._read_owner())
         if owner is not None and owner.token == self.me.token:
-            # Renamed aside in one step, then emptied: removing owner.json in place
-            # would leave, to a crash in between, a lock without an owner that no
-            # one could tell from a live one until it went stale.
-            released = join(self.folder, META_DIR, f"lock.released-{self.me.token[:12]}")
-            await self.backend.rename(self.path, released)
-            await self._remove(released)
+            await self._take_away(self.me.token, "released")
             with contextlib.suppress(FinalcopyError):
                 await self.backend.remove(join(self.folder, META_DIR))  # only if empty

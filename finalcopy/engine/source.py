@@ -122,7 +122,7 @@ class FileChunkSource:
         """Reads of large files land here; made at the first such read, then reused."""
         self._fd = -1
         self._finished = False
-        self._opened: os.stat_result | None = None
+        self._opened: SourceIdentity | None = None
         self._opened_ns = 0
         self.seen: SourceRead | None = None
         """Set at end of file when the file did not change while it was read."""
@@ -132,7 +132,7 @@ class FileChunkSource:
         try:
             self._opened_ns = time.time_ns()
             self._fd = os.open(self.path, _READ_FLAGS)
-            self._opened = os.fstat(self._fd)
+            self._opened = SourceIdentity.of(os.fstat(self._fd))
         except OSError as exc:
             raise source_error(exc, self.path) from None
         return self._fd
@@ -242,15 +242,10 @@ class FileChunkSource:
                 f"'{self.path}' changed size while being copied "
                 f"({self.size} bytes planned, {self.done} read)"
             )
-        opened = self._opened
-        if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != (
-            opened.st_dev,
-            opened.st_ino,
-            opened.st_size,
-            opened.st_mtime_ns,
-        ):  # as SourceIdentity.same_content_stamps, without two objects per file
+        identity = SourceIdentity.of(now)
+        if not identity.same_content_stamps(self._opened):
             raise SourceError(f"'{self.path}' was modified while being copied")
-        self.seen = SourceRead(SourceIdentity.of(now), self._opened_ns)
+        self.seen = SourceRead(identity, self._opened_ns)
         if self._inspector is not None:
             self._inspector.finish()
         self._digest = self._hasher.hexdigest()  # here, in the reading thread, once

@@ -36,14 +36,12 @@ def skip_ignore_packets(conn: asyncssh.SSHClientConnection) -> None:
     connection itself call through the instance: wrapping it there leaves
     every other packet, and every other connection, as it was.
     """
+    if "-cbc" in str(conn.get_extra_info("send_cipher", "-cbc")):
+        return  # the cipher is settled by the key exchange, before this is called
     send = conn.send_packet
 
     def send_packet(pkttype: int, *args: bytes, handler: Any = None) -> None:
-        if (
-            pkttype == MSG_IGNORE
-            and args == (_EMPTY_STRING,)
-            and "-cbc" not in str(conn.get_extra_info("send_cipher", "-cbc"))
-        ):
+        if pkttype == MSG_IGNORE and args == (_EMPTY_STRING,):
             return
         send(pkttype, *args, handler=handler)
 

@@ -243,7 +243,13 @@ class Uploader:
             transfer.resumed_from = max(transfer.resumed_from, writer.offset)
             logger.info("resuming '%s' at byte %d", writer.where, writer.offset)
         elif not at_start:
-            await anyio.to_thread.run_sync(source.rewind, limiter=self._readers)
+            try:
+                await anyio.to_thread.run_sync(source.rewind, limiter=self._readers)
+            except BaseException:
+                # Not yet the caller's to clean up: the temporary file and its channel go here.
+                with anyio.CancelScope(shield=True):
+                    await writer.abort()
+                raise
         return writer
 
     async def _prefix_matches(

@@ -24,13 +24,13 @@ from finalcopy.bench.workload import DEFAULT_SMALL_FILES
 from finalcopy.choices import AlgorithmName, VerifyMode
 from finalcopy.cli.destination import check_destination
 from finalcopy.cli.options import (
-    CHUNK_RANGE,
     PERFORMANCE,
     VERIFICATION,
     FilesystemOptions,
     OutputOptions,
     SshOptions,
     TransferOptions,
+    parse_chunk_size,
     parse_size,
     with_option_blocks,
 )
@@ -103,19 +103,12 @@ def _jobs(item: str) -> int:
     return int(item)
 
 
-def _chunk(item: str) -> int:
-    size = parse_size(item, "--chunk-size")
-    if not CHUNK_RANGE[0] <= size <= CHUNK_RANGE[1]:
-        fail(f"--chunk-size '{item}': must be between 4K and 16M", EXIT_USAGE)
-    return size
-
-
 def _settings(jobs: str, matrix: MatrixOptions) -> list[Setting]:
     from finalcopy.bench.matrix import settings_product
 
     return settings_product(
         _each(jobs, "--jobs", _jobs),
-        _each(matrix.chunk_size, "--chunk-size", _chunk),
+        _each(matrix.chunk_size, "--chunk-size", parse_chunk_size),
         _each(matrix.hash_name, "--hash", _choice("--hash", typing.get_args(AlgorithmName))),
         _each(matrix.verify, "--verify", _choice("--verify", typing.get_args(VerifyMode))),
     )
