@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Set up a development environment: .venv with finalcopy and its test tools,
 # plus (as root, on Debian) the system parts the tests start for real:
-# OpenSSH's sshd, ntfs-3g, exfat-fuse + exfatprogs, and the standard checkers
-# b3sum / xxh128sum; and libyajl2, the JSON validator of `finalcopy run`
-# (without it, a ~10x slower fallback validates).
+# OpenSSH's sshd, ntfs-3g, exfat-fuse + exfatprogs, e2fsprogs (ext4 volumes),
+# and the standard checkers b3sum / xxh128sum; and libyajl2, the JSON
+# validator of `finalcopy run` (without it, a ~10x slower fallback validates).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(openssh-server openssh-client ntfs-3g exfat-fuse exfatprogs b3sum xxhash rsync util-linux strace libyajl2)
+DEBIAN_PACKAGES=(openssh-server openssh-client ntfs-3g exfat-fuse exfatprogs e2fsprogs b3sum xxhash rsync util-linux strace libyajl2)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

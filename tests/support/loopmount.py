@@ -56,7 +56,9 @@ class LoopMount:
 
 @dataclass(frozen=True)
 class Driver:
-    """One FUSE file system on a loop device: how to format and mount it, what it shows as.
+    """One file system on a loop device: how to format and mount it, what it shows as.
+
+    A FUSE driver (ntfs-3g, exfat-fuse) or, with ``mount_program="mount"``, the kernel's.
 
     The volume is formatted with ``*mkfs device`` and mounted with
     ``mount_program [-o options] device mountpoint``; it must then show in
@@ -85,7 +87,7 @@ class Driver:
     def unavailable(self) -> str | None:
         """None when such a volume can be mounted here, else why not."""
         tools = ("losetup", self.mkfs[0], self.mount_program, "umount")
-        return unavailable(tools, self.packages)
+        return unavailable(tools, self.packages, fuse=self.mount_program != "mount")
 
     @contextlib.contextmanager
     def mounted(
@@ -129,12 +131,12 @@ class Driver:
             yield mount
 
 
-def unavailable(tools: Sequence[str], packages: str) -> str | None:
-    """None when a FUSE volume on a loop device can be mounted with ``tools``, else why not."""
+def unavailable(tools: Sequence[str], packages: str, *, fuse: bool = True) -> str | None:
+    """None when a volume on a loop device can be mounted with ``tools``, else why not."""
     reasons: list[str] = []
     if os.geteuid() != 0:
         reasons.append("needs root (losetup, mount)")
-    if not os.path.exists("/dev/fuse"):
+    if fuse and not os.path.exists("/dev/fuse"):
         reasons.append("/dev/fuse is missing")
     if not os.path.exists("/dev/loop-control") and not os.path.exists("/dev/loop0"):
         reasons.append("no loop devices (/dev/loop-control)")

@@ -13,7 +13,6 @@ import contextlib
 import errno
 import os
 import stat
-import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -37,12 +36,12 @@ from finalcopy.backends.local.folders import (
     Folders,
     create_exclusive,
     open_regular,
-    open_regular_fd,
     split_path,
 )
-from finalcopy.backends.local.writer import LocalTempWriter, set_fd_metadata, write_blocks
-from finalcopy.errors import DestinationError, FinalcopyError, os_errors
-from finalcopy.hashing import Algorithm, hash_fd
+from finalcopy.backends.local.sending import BatchSend, hash_at
+from finalcopy.backends.local.writer import LocalTempWriter, set_fd_metadata
+from finalcopy.errors import DestinationError, os_errors
+from finalcopy.hashing import Algorithm
 
 #: Bytes read, hashed and written at once: one system call each per block, not per chunk.
 #: A block the CPU cache holds between the read, the hash and the write (measured on
@@ -67,24 +66,18 @@ def _to_stat(st: os.stat_result) -> DestStat:
     return DestStat(entry_kind(st.st_mode), st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
 
 
-def _hash_at(dir_fd: int, name: str, algorithm: Algorithm, drop: bool) -> str:
-    fd, size = open_regular_fd(dir_fd, name)
-    try:
-        return hash_fd(fd, size, algorithm, drop=drop)
-    finally:
-        os.close(fd)
-
-
 class LocalBackend(Backend):
     """A directory on a local file system, mode and mtime kept (see :class:`NoMetadataBackend`)."""
 
     block = BLOCK
     """Bytes per read, hash update and write of a file's content."""
 
-    def __init__(self, root: Path, *, drop_cache: bool = True) -> None:
+    def __init__(self, root: Path, *, drop_cache: bool = True, batch_sync: bool = False) -> None:
         self.root = str(root)
         self.drop_cache = drop_cache
         """Read files back from the device, not the page cache (False on tmpfs: no device)."""
+        self.batch_sync = batch_sync
+        """A batch's files of one folder made durable by one ``syncfs`` (see :mod:`.durability`)."""
         self._memory_lane = anyio.Lock()
         """Held by the batch of small files being sent to a memory file system (put_files)."""
         self._memory_slots = anyio.Semaphore(_cpus())
@@ -283,7 +276,7 @@ class LocalBackend(Backend):
 
     def _hash_file(self, path: str, algorithm: Algorithm) -> str:
         with os_errors(self.describe(path), "read back"), self._entry(path) as (folder, name):
-            return _hash_at(folder, name, algorithm, self.drop_cache)
+            return hash_at(folder, name, algorithm, self.drop_cache)
 
     async def read_bytes(self, path: str) -> bytes | None:
         data: bytes | None = await self._run(self._read_bytes, path)
@@ -323,36 +316,11 @@ class LocalBackend(Backend):
 
     def _put_batch(self, transfers: list[FileTransfer], algorithm: Algorithm) -> None:
         with self._folders() as folders:
-            for transfer in transfers:
-                try:
-                    self._put_blocking(transfer, algorithm, folders)
-                except FinalcopyError as exc:
-                    transfer.error = exc
-
-    def _put_blocking(self, transfer: FileTransfer, algorithm: Algorithm, folders: Folders) -> None:
-        # Timed by hand: three context managers per file are a visible share of a small file.
-        times = transfer.times
-        start = time.perf_counter()
-        writer = self._writer(
-            folders, transfer.path, transfer.temp, create_mode=transfer.create_mode
-        )
-        try:
-            writer.fill(
-                partial(write_blocks, read_block=transfer.source.read_block, size=self.block)
+            new_writer = partial(self._new_writer, folders)
+            send = BatchSend(
+                folders, new_writer, algorithm, self.block, self.drop_cache, self.batch_sync
             )
-        finally:
-            written = time.perf_counter()
-            times.stream += written - start
-        try:
-            transfer.dest_mtime_ns = writer.commit_blocking(transfer.mode, transfer.mtime_ns)
-        finally:
-            committed = time.perf_counter()
-            times.commit += committed - written
-        if transfer.readback:
-            try:
-                with os_errors(writer.where, "read back"):
-                    transfer.readback_digest = _hash_at(
-                        writer.dir_fd, writer.name, algorithm, self.drop_cache
-                    )
-            finally:
-                times.verify += time.perf_counter() - committed
+            send.run(transfers)
+
+    def _new_writer(self, folders: Folders, transfer: FileTransfer) -> LocalTempWriter:
+        return self._writer(folders, transfer.path, transfer.temp, create_mode=transfer.create_mode)

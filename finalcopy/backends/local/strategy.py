@@ -35,6 +35,7 @@ import anyio.to_thread
 
 from finalcopy.backends.base import Backend, temp_name
 from finalcopy.backends.local.backend import LocalBackend
+from finalcopy.backends.local.durability import batch_sync_usable
 from finalcopy.backends.local.folders import create_exclusive, create_temp_file
 from finalcopy.backends.local.nometadata import NoMetadataBackend
 from finalcopy.backends.options import DestinationOptions
@@ -88,6 +89,7 @@ _PROBE_MTIME_NS = 1_600_000_000 * 1_000_000_000
 # Two modes, so a mount whose fixed mode happens to equal one is still caught.
 _PROBE_MODES = (0o640, 0o604)
 _NO_METADATA = "no-metadata: content only, chmod/utime never called"
+_BATCH_SYNC = "; the files of a batch made durable together (syncfs)"
 
 
 @dataclass(frozen=True)
@@ -257,24 +259,26 @@ def choose_strategy(
     return Strategy(True, f"local POSIX: mode and mtime preserved ({mount_point} is {fs_type})")
 
 
-def _strategy_for(path: Path, metadata: MetadataMode) -> tuple[Strategy, bool, bool]:
-    """The strategy, whether links can be made, and whether the file system is in memory."""
+def _strategy_for(path: Path, metadata: MetadataMode) -> tuple[Strategy, bool, str]:
+    """The strategy, whether links can be made, and the file system's type."""
     strategy = choose_strategy(path, metadata)
     ancestor = nearest_existing(path)
     symlinks = strategy.posix_metadata or not ancestor.is_dir() or probe_symlinks(ancestor)
-    memory = filesystem_type(path)[0] in MEMORY_FS_TYPES
-    return strategy, symlinks, memory
+    return strategy, symlinks, filesystem_type(path)[0]
 
 
 async def open_local_backend(path: Path, options: DestinationOptions) -> Backend:
     """Open a local destination with the strategy its file system supports."""
-    strategy, symlinks, memory = await anyio.to_thread.run_sync(
+    strategy, symlinks, fs_type = await anyio.to_thread.run_sync(
         _strategy_for, path, options.metadata
     )
     backend: LocalBackend
     if strategy.posix_metadata:
-        backend = LocalBackend(path, drop_cache=not memory)
-        backend.strategy = strategy.reason
+        batch_sync = batch_sync_usable(fs_type)
+        backend = LocalBackend(
+            path, drop_cache=fs_type not in MEMORY_FS_TYPES, batch_sync=batch_sync
+        )
+        backend.strategy = strategy.reason + (_BATCH_SYNC if batch_sync else "")
     else:
         backend = NoMetadataBackend(
             path, reason=strategy.reason, names=options.ntfs_names, symlinks=symlinks

@@ -114,14 +114,34 @@ class LocalTempWriter(TempWriter):
 
     def commit_blocking(self, mode: int | None, mtime_ns: int | None) -> int:
         """Metadata (where kept), fsync, rename into place; returns the final mtime."""
+        mtime = self.seal_blocking(mode, mtime_ns, sync=True)
+        self.publish_blocking()
+        return mtime
+
+    def seal_blocking(self, mode: int | None, mtime_ns: int | None, *, sync: bool) -> int:
+        """Metadata (where kept), ``fsync`` with ``sync``, close; returns the file's mtime.
+
+        Without ``sync`` the caller makes the file durable some other way
+        (``syncfs`` for a batch, see :mod:`.durability`) before
+        :meth:`publish_blocking`. A failure aborts the writer.
+        """
         try:
             with os_errors(self.where, "write"):
                 if self.posix_metadata:
                     set_fd_metadata(self.fd, mode, mtime_ns)
-                os.fsync(self.fd)
+                if sync:
+                    os.fsync(self.fd)
                 mtime = os.fstat(self.fd).st_mtime_ns
                 fd, self.fd = self.fd, -1
                 os.close(fd)
+        except BaseException:
+            self.abort_blocking()
+            raise
+        return mtime
+
+    def publish_blocking(self) -> None:
+        """Rename the sealed, durable temporary file over the final name; a failure aborts."""
+        try:
             with os_errors(self.where, "rename into place"):
                 self._rename_into_place()
         except BaseException:
@@ -129,7 +149,6 @@ class LocalTempWriter(TempWriter):
             raise
         self._pending = False
         self._release()
-        return mtime
 
     def _rename_into_place(self) -> None:
         try:
