@@ -23,6 +23,7 @@ from benchmarks.targets import (
     RemoteDestination,
     SshTarget,
     fs_type,
+    mount_ext4,
     mount_ntfs,
     start_sshd,
 )
@@ -65,7 +66,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--timed-sync",
         choices=("auto", "on", "off"),
         default="auto",
-        help="include a sync(2) in each timing (auto: on for ntfs only)",
+        help="include a sync(2) in each timing (auto: on for ntfs and --mount-ext4)",
     )
     p.add_argument(
         "--check-content", action="store_true", help="compare SHA-256 of every file, not sizes"
@@ -96,7 +97,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="mount a sparse NTFS image in the scratch folder (tests/support/ntfs.py)",
     )
-    ntfs.add_argument("--ntfs-size-mib", type=int, default=4096, help="image size (default 4096)")
+    ntfs.add_argument(
+        "--ntfs-size-mib", type=int, default=4096, help="image size (default 4096), ntfs or ext4"
+    )
+    p.add_argument(
+        "--mount-ext4",
+        type=Path,
+        metavar="DIR",
+        help="local target: copy to a fresh sparse ext4 image kept in DIR (put DIR on a disk: "
+        "fsync and sync then reach it); sync is then inside the timings",
+    )
     args = p.parse_args(argv)
     if args.runs < 1 or args.warmup < 0:
         p.error("--runs must be at least 1 and --warmup at least 0")
@@ -142,6 +152,8 @@ def open_destination(
         root = Path(args.dest_root)
     elif args.target == "ntfs":
         root = mount_ntfs(stack, scratch / "ntfs", args.ntfs_size_mib)
+    elif args.mount_ext4:
+        root = mount_ext4(stack, args.mount_ext4, args.ntfs_size_mib)
     else:
         root = scratch / "local"
     root.mkdir(parents=True, exist_ok=True)
@@ -162,7 +174,8 @@ def settings_from(
         scale=args.scale,
         seed=args.seed,
         timeout=args.timeout,
-        timed_sync=args.timed_sync == "on" or (args.timed_sync == "auto" and args.target == "ntfs"),
+        timed_sync=args.timed_sync == "on"
+        or (args.timed_sync == "auto" and (args.target == "ntfs" or bool(args.mount_ext4))),
         check_content=args.check_content,
         source_dir=f"{args.dir} ({fs_type(args.dir)})",
         destination=dest.describe(),

@@ -17,6 +17,7 @@ import secrets
 import shlex
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +25,7 @@ from typing import Protocol
 from finalcopy.bench.measure import first_line
 from finalcopy.bench.tools import TARGETS, SshTarget
 from tests.support import loopmount
+from tests.support.ext4 import EXT4
 from tests.support.ntfs import NTFS
 from tests.support.sshd import running_sshd
 
@@ -41,6 +43,7 @@ __all__ = [
     "fs_type",
     "local_digests",
     "local_listing",
+    "mount_ext4",
     "mount_ntfs",
     "remote_run",
     "ssh_url",
@@ -211,6 +214,19 @@ def start_sshd(stack: contextlib.ExitStack, folder: Path, cipher: str) -> SshTar
     return SshTarget(
         server.host, server.user, server.port, server.client_key, server.known_hosts, cipher
     )
+
+
+def mount_ext4(stack: contextlib.ExitStack, folder: Path, size_mib: int) -> Path:
+    """Make and mount a fresh sparse ext4 image in a new folder under ``folder``, until
+    ``stack`` closes.
+
+    A fresh file system, so runs on different days do not inherit a
+    fragmented, full or slow one; put ``folder`` on a disk, so that fsync and
+    sync reach a device (on tmpfs they would cost nothing).
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="finalcopy-bench-ext4-", dir=folder))
+    stack.callback(shutil.rmtree, scratch, ignore_errors=True)
+    return stack.enter_context(EXT4.mounted(scratch, size_mib=size_mib)).mountpoint
 
 
 def mount_ntfs(stack: contextlib.ExitStack, folder: Path, size_mib: int) -> Path:

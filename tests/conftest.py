@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 # --- tests.support fixtures (real sshd, ntfs-3g and exfat-fuse volumes) -----
-pytest_plugins = ["tests.support.fixtures", "tests.support.exfat", "tests.support.ext4"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.exfat"]
 # --- end tests.support fixtures ---------------------------------------------
 
 

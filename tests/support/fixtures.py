@@ -1,4 +1,4 @@
-"""pytest fixtures that start real parts: OpenSSH sshd and ntfs-3g volumes.
+"""pytest fixtures that start real parts: OpenSSH sshd, ntfs-3g and ext4 volumes.
 
 Also the rule every such fixture follows (:func:`require_part`, :func:`require_tool`).
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ext4 import EXT4
 from tests.support.loopmount import Driver, LoopMount
 from tests.support.ntfs import NTFS, NtfsMount
 from tests.support.sshd import SshServer, running_sshd, sshd_available
@@ -30,6 +31,7 @@ from tests.support.users import LocalUser, ensure_unprivileged_user
 
 __all__ = [
     "FOREIGN_OWNER_OPTIONS",
+    "ext4_mount",
     "ntfs_mount",
     "ntfs_mount_foreign_owner",
     "public_tmp_path",
@@ -105,6 +107,13 @@ def volume(driver: Driver, options: str = "") -> Iterator[LoopMount]:
     require_part(driver.unavailable())
     with driver.volume(_volume_base(driver), options) as mount:
         yield mount
+
+
+@pytest.fixture
+def ext4_mount() -> Iterator[Path]:
+    """The mount point of a fresh 256 MiB (sparse) ext4 volume, per test."""
+    for mount in volume(EXT4):
+        yield mount.mountpoint
 
 
 @pytest.fixture
