@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from finalcopy.backends.base import DestStat, FileTransfer, TempWriter
+from finalcopy.backends.base import DestStat, FileTransfer, TempWriter, join
 from finalcopy.backends.local import LocalBackend
 from finalcopy.backends.local import backend as local_backend
 from finalcopy.engine import CopyOptions, Event, Retry, copy_tree, verify_tree
@@ -61,6 +61,14 @@ def test_the_skip_decision_trusts_only_records_matching_both_sides() -> None:
     decision = hinted_by_records(files, records, stats, "blake3")
     assert [f.path for f in decision.candidates] == ["same"]
     assert [f.path for f in decision.send] == ["source-moved", "dest-moved", "gone", "new"]
+
+
+def test_join_of_two_parts_is_the_general_join() -> None:
+    # Two parts take a shorter road (once or more per file); a third, empty part does not.
+    parts = ["", "/", "a", "/a", "a/", "/a/", "a/b", "//", "dir/.fc-0123456789abcdef.part"]
+    for head, tail in itertools.product(parts, repeat=2):
+        assert join(head, tail) == join(head, tail, ""), (head, tail)
+    assert join("", "a/b/") == "a/b" and join("d/", "/n") == "d/n" and join("d", "") == "d"
 
 
 def test_checksum_candidates_are_regular_files_of_the_source_size() -> None:

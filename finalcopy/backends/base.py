@@ -134,8 +134,8 @@ def is_temp_name(name: str) -> bool:
 
 def join(*parts: str) -> str:
     """Join relative POSIX paths, ignoring empty parts."""
-    if len(parts) == 2 and not parts[0]:
-        return parts[1].strip("/")  # the common case: a path under the root
+    if len(parts) == 2 and (tail := parts[1].strip("/")):  # once or more per file: no generator
+        return f"{head}/{tail}" if (head := parts[0].strip("/")) else tail
     return "/".join(p.strip("/") for p in parts if p.strip("/"))
 
 

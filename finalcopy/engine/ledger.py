@@ -147,10 +147,11 @@ class Ledger:
         is what a checker run at the destination opens.
         """
         layout = self.layout
-        digests = {layout.stored(path): r.digest for path, r in self.records.items()}
+        renamed = layout.renamed()
+        # Every recorded path is planned, so ``renamed`` knows how each is stored.
+        digests = {renamed.get(path, path): r.digest for path, r in self.records.items()}
         name = self.algorithm.manifest_name
         await self._store(name, lambda: manifest_lines(digests, algorithm=self.algorithm.name))
-        renamed = layout.renamed()
         if renamed:
             await self._store(NAMES_NAME, lambda: names_lines(renamed))
         await self.write_state()

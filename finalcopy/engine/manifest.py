@@ -98,6 +98,8 @@ def checker_can_name(path: str, algorithm: str | None) -> bool:
     """
     if path_problem(path) is not None:
         return False
+    if path.isascii():  # most paths: one byte a character, UTF-8 without U+FFFD (no encoding)
+        return len(path) <= CHECKER_PATH_MAX and not (algorithm is None and path.endswith("\r"))
     if len(path.encode("utf-8", "surrogateescape")) > CHECKER_PATH_MAX:
         return False
     if algorithm in (None, "blake3"):

@@ -117,6 +117,8 @@ class Transfer:
         self.say = say
         self.report = say.report
         self.options = options
+        self.readback = options.verify == "readback"
+        """Files are read back as they are committed (asked once, not per file)."""
         self.progress = Progress(say)
         self.fatal: FinalcopyError | None = None
 
@@ -170,8 +172,7 @@ class Transfer:
                 await self._send(batch)
 
     async def _send(self, batch: list[PlannedFile]) -> None:
-        layout, open_source = self.layout, self.sources.open
-        readback = self.options.verify == "readback"
+        layout, open_source, readback = self.layout, self.sources.open, self.readback
         active = self.progress.active
         sources: list[FileChunkSource] = []
         transfers: list[FileTransfer] = []
@@ -218,12 +219,11 @@ class Transfer:
         """
         if transfer.error is not None:
             return False
-        mode = self.options.verify
-        if mode == "readback":
+        if self.readback:
             return transfer.readback_digest is not None and (
                 transfer.readback_digest == source.digest()
             )
-        return mode == "none"
+        return self.options.verify == "none"
 
     async def _conclude(
         self, f: PlannedFile, source: FileChunkSource, transfer: FileTransfer
@@ -252,7 +252,7 @@ class Transfer:
         report.written.append(transfer.path)
         report.times.add(transfer.times)
         digest = source.digest()
-        if self.options.verify == "readback":
+        if self.readback:
             report.proven[f.path] = digest  # compared with the read-back
         if source.seen is not None:
             report.seen[f.path] = source.seen
@@ -261,13 +261,9 @@ class Transfer:
         )
         report.copied += 1
         report.bytes_copied += f.size
+        # Positional: keywords make this per-file event a quarter slower to build.
         self.say.events(
-            FileFinished(
-                path=f.path,
-                size=f.size,
-                digest=digest,
-                outcome="resumed" if transfer.resumed_from else "copied",
-            )
+            FileFinished(f.path, f.size, digest, "resumed" if transfer.resumed_from else "copied")
         )
 
     async def _verify(
