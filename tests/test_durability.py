@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from finalcopy.backends.base import FileTransfer, is_temp_name
+from finalcopy.backends.local import backend as local_backend
 from finalcopy.backends.local import durability, sending
 from finalcopy.backends.local.backend import LocalBackend
 from finalcopy.backends.local.durability import batch_sync_usable
@@ -96,6 +97,22 @@ async def test_on_ext4_a_batch_is_synced_once_per_folder_and_copied_the_same(
     # What is still fsynced one by one: the .finalcopy/ files, never the copied ones.
     assert len(fsyncs) < len(FILES) // 10
     assert not _temporary_files(dst)
+
+
+async def test_on_ext4_the_folders_are_sealed_by_one_syncfs_not_an_fsync_each(
+    ext4_mount: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The renames of a copy are made durable at its end: one syncfs for the file system."""
+    files = {f"p{i:02d}/f{j}.txt": f"{i}.{j}\n".encode() for i in range(40) for j in range(3)}
+    src = make_tree(tmp_path / "src", files)
+    dst = ext4_mount / "dst"
+    backend = await open_local_backend(dst, DestinationOptions())
+    seals = _count_calls(monkeypatch, local_backend, "syncfs")
+    fsyncs = _count_calls(monkeypatch, os, "fsync")
+    report = await copy_tree(src, backend, CopyOptions())
+    assert report.ok and tree_content(dst) == files
+    assert len(seals) == 1
+    assert len(fsyncs) < 10  # the .finalcopy/ files; an fsync per folder would be 42
 
 
 async def test_on_tmpfs_and_fuse_each_file_keeps_its_fsync(

@@ -32,6 +32,7 @@ from finalcopy.backends.base import (
     entry_kind,
     fresh_temp_name,
 )
+from finalcopy.backends.local.durability import syncfs
 from finalcopy.backends.local.folders import (
     Folders,
     create_exclusive,
@@ -231,12 +232,21 @@ class LocalBackend(Backend):
         await self._run(self._sync_dirs, list(paths))
 
     def _sync_dirs(self, paths: list[str]) -> None:
+        synced: set[int] = set()
+        """Devices already synced as a whole (batch_sync: one syncfs covers every folder)."""
         with self._folders() as folders:
             for path in paths:
                 with os_errors(self.describe(path), "sync folder"):
                     try:
                         fd = folders.get(path)
                     except FileNotFoundError:
+                        continue
+                    if self.batch_sync:
+                        # A folder below may be another mount: one syncfs per file system.
+                        device = os.fstat(fd).st_dev
+                        if device not in synced:
+                            syncfs(fd)
+                            synced.add(device)
                         continue
                     try:
                         os.fsync(fd)

@@ -8,7 +8,9 @@ files that is most of the copy (about 0.3 ms a file on an ext4 virtual
 disk, against 4 KiB written in microseconds). ``syncfs(2)`` makes every
 dirty file of the file system durable in one commit and one flush, so the
 local backend writes the files of a batch that share a folder, syncs them
-together, then renames them (:meth:`LocalBackend._put_group`).
+together, then renames them (:class:`~.sending.BatchSend`), and at the end
+of a copy makes every folder's renames durable with one ``syncfs`` per file
+system rather than an ``fsync`` per folder (:meth:`LocalBackend.sync_dirs`).
 
 ``syncfs`` replaces ``fsync`` only where it is as trustworthy:
 
