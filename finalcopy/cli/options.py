@@ -61,7 +61,6 @@ VERIFICATION = "Verification"
 DESTINATION = "Destination and SSH"
 OUTPUT = "Output"
 PERFORMANCE = "Performance"
-
 CHUNK_RANGE = (4 << 10, 16 << 20)  # 4 KiB to 16 MiB
 
 
@@ -148,7 +147,8 @@ class TransferOptions(OptionBlock):
             "--chunk-size",
             callback=_check_chunk_size,
             rich_help_panel=PERFORMANCE,
-            help="Bytes per read/hash/write, 4K to 16M (65536, 64K, 1M).",
+            help="Bytes read and hashed at a time, 4K to 16M (65536, 64K, 1M); local "
+            "disks are read in blocks of 256K (1M through FUSE) whatever the size.",
         ),
     ] = "64K"
     verify: Annotated[
