@@ -49,6 +49,8 @@ class RunRecord:
     max_rss_kib: int | None
     ok: bool
     error: str | None = None
+    cpu_s: float | None = None
+    """User + system time of the tool's processes (not a server's)."""
 
 
 @dataclass
@@ -65,6 +67,7 @@ class ToolResult:
     max_s: float | None = None
     mib_s: float | None = None
     rss_median_mib: float | None = None
+    cpu_median_s: float | None = None
     #: Median wall time divided by each reference tool's median (< 1: faster),
     #: by the reference's key.
     ratios: dict[str, float] = field(default_factory=dict)
@@ -79,6 +82,8 @@ class ToolResult:
         self.mib_s = total_bytes / MiB / self.median_s if self.median_s > 0 else None
         rss = [r.max_rss_kib for r in self.runs if r.ok and r.max_rss_kib is not None]
         self.rss_median_mib = statistics.median(rss) / 1024 if rss else None
+        cpu = [r.cpu_s for r in self.runs if r.ok and r.cpu_s is not None]
+        self.cpu_median_s = statistics.median(cpu) if cpu else None
 
 
 @dataclass
@@ -202,7 +207,9 @@ def bench_workload(
         error = outcome.error
         if error is None:
             error = check_copy(source, dest.listing(), src.name, source_digests, dest.digests)
-        return RunRecord(run, position, outcome.wall_s, outcome.max_rss_kib, error is None, error)
+        return RunRecord(
+            run, position, outcome.wall_s, outcome.max_rss_kib, error is None, error, outcome.cpu_s
+        )
 
     active = list(tools)
     for run in range(-settings.warmup, settings.runs):

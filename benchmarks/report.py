@@ -48,7 +48,7 @@ def markdown_report(
             f"### {wl.name} (scale {wl.scale:g}): {wl.files} files, {wl.bytes / MiB:.1f} MiB",
             "",
         ]
-        header = ["tool", "median s", "min s", "max s", "MiB/s", "peak RSS MiB"]
+        header = ["tool", "median s", "min s", "max s", "MiB/s", "CPU s", "peak RSS MiB"]
         header += [f"vs {key}" for key in reference_keys]
         out.append("| " + " | ".join(header) + " |")
         out.append("|---|" + "---:|" * (len(header) - 1))
@@ -63,6 +63,7 @@ def markdown_report(
                     _fmt(res.min_s, 3),
                     _fmt(res.max_s, 3),
                     _fmt(res.mib_s, 0),
+                    _fmt(res.cpu_median_s, 2),
                     _fmt(res.rss_median_mib, 1),
                 ]
                 cells += [
@@ -72,8 +73,9 @@ def markdown_report(
     out += [
         "",
         "Ratios are the tool's median wall time divided by the reference's: "
-        "below 1 is faster. Peak RSS is the largest single process of the tool's "
-        "process tree (GNU time), not their sum; server-side processes are not counted.",
+        "below 1 is faster. CPU is the median user + system time of the tool's "
+        "processes. Peak RSS is the largest single process of the tool's process "
+        "tree (GNU time), not their sum. Server-side processes are counted in neither.",
     ]
     return "\n".join(out) + "\n"
 
