@@ -127,8 +127,8 @@ class ScriptedSource:
     def read_block(self, max_bytes: int) -> memoryview:
         return self.read_chunk()  # one chunk is a block (up to max_bytes) too
 
-    def read_many(self, max_chunks: int) -> list[bytes]:
-        out: list[bytes] = []
+    def read_many(self, max_chunks: int, chunk_size: int = 0) -> list[bytes]:
+        out: list[bytes] = []  # chunks of its own size, whatever is asked: a backend copes
         while len(out) < max_chunks and (chunk := self.read_chunk()):
             out.append(chunk.tobytes())
         return out

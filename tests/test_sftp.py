@@ -20,6 +20,7 @@ from typing import cast
 import anyio
 import anyio.to_thread
 import asyncssh
+import blake3
 import pytest
 
 from finalcopy.backends import DestinationOptions, FileTransfer, open_backend
@@ -28,7 +29,6 @@ from finalcopy.backends.sftp.backend import SftpBackend
 from finalcopy.backends.sftp.connection import Session
 from finalcopy.backends.sftp.shell import ShellPool, parse_silence
 from finalcopy.backends.sftp.transport import MSG_IGNORE, skip_ignore_packets
-from finalcopy.backends.sftp.writer import Pieces
 from finalcopy.engine import CopyOptions, copy_tree, verify_tree
 from finalcopy.engine.events import Event, FileFinished, Retry
 from finalcopy.engine.source import FileChunkSource
@@ -546,26 +546,21 @@ async def test_permission_errors_map_to_permission_denied(
 # -- the transfer path -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("chunk", [1, 4096, 65_536, 100_000, 261_120, 600_000])
-def test_pieces_are_full_writes_whatever_the_chunks(chunk: int) -> None:
-    """Chunks are cut into writes of exactly the server's limit; only the last is shorter."""
-    data = os.urandom(3 * 261_120 + 777) if chunk > 1 else os.urandom(1000)
-    limit = 261_120 if chunk > 1 else 64
-    pieces = Pieces(limit)
-    chunks = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+@pytest.mark.parametrize("piece", [1, 4096, 65_536, 100_000, 261_120, 600_000])
+def test_a_source_is_read_in_pieces_of_the_size_asked(tmp_path: Path, piece: int) -> None:
+    """``read_many(n, size)``: pieces of exactly ``size`` (the last shorter), hashed as read."""
+    data = os.urandom(3 * 261_120 + 777) if piece > 1 else os.urandom(1000)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    source = FileChunkSource(path, len(data), BLAKE3, 64 * 1024, threading.Event())
     out: list[bytes] = []
-    for start in range(0, len(chunks), 5):  # in batches, as read_many hands them over
-        out += pieces.feed(chunks[start : start + 5])
-    out.append(pieces.rest())
+    while len(batch := source.read_many(5, piece)) == 5:  # in hops, as the uploader reads
+        out += batch
+    out += batch
     assert b"".join(out) == data
-    assert {len(p) for p in out[:-1]} == {limit}
-    assert 0 < len(out[-1]) <= limit
-
-
-def test_pieces_end_on_a_boundary_with_an_empty_rest() -> None:
-    pieces = Pieces(4)
-    assert list(pieces.feed([b"ab", b"cd", b"efgh"])) == [b"abcd", b"efgh"]
-    assert pieces.rest() == b""
+    assert {len(p) for p in out[:-1]} == {piece}
+    assert 0 < len(out[-1]) <= piece
+    assert source.digest() == blake3.blake3(data).hexdigest()
 
 
 class _FakeConnection:

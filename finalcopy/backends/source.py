@@ -36,11 +36,14 @@ class ChunkSource(Protocol):
         """
         ...
 
-    def read_many(self, max_chunks: int) -> list[bytes]:
-        """Up to ``max_chunks`` chunks as independent ``bytes``.
+    def read_many(self, max_chunks: int, chunk_size: int = 0) -> list[bytes]:
+        """Up to ``max_chunks`` chunks as independent ``bytes``, read and hashed at once.
 
-        Fewer than ``max_chunks`` (possibly none) means the end of the file was
-        reached; later calls return an empty list.
+        Chunks of ``chunk_size`` bytes (0: the source's own chunk size), so a
+        backend gets them in the size it sends (an SFTP server's largest
+        write) without joining smaller ones. Fewer than ``max_chunks``
+        (possibly none) means the end of the file was reached; later calls
+        return an empty list.
         """
         ...
 
@@ -76,9 +79,11 @@ class BytesSource:
         self._offset = min(self.size, start + max(max_bytes, 1))
         return memoryview(self.data)[start : self._offset]
 
-    def read_many(self, max_chunks: int) -> list[bytes]:
-        chunk = self.read_chunk()
-        return [chunk.tobytes()] if chunk else []
+    def read_many(self, max_chunks: int, chunk_size: int = 0) -> list[bytes]:
+        out: list[bytes] = []
+        while len(out) < max_chunks and (chunk := self.read_block(chunk_size or self.size)):
+            out.append(chunk.tobytes())
+        return out
 
     def consume_prefix(self, length: int, algorithm: Algorithm) -> str:
         hasher = algorithm.new()

@@ -191,11 +191,11 @@ class FileChunkSource:
             self._buffer = memoryview(bytearray(size))
         return self._buffer[:size]
 
-    def read_many(self, max_chunks: int) -> list[bytes]:
+    def read_many(self, max_chunks: int, chunk_size: int = 0) -> list[bytes]:
         # One read and one hash update for the whole batch: each call into the
         # hash or the kernel gives up and retakes the GIL.
-        data = self._read(self._chunk_size * max_chunks)
-        size = self._chunk_size
+        size = chunk_size or self._chunk_size
+        data = self._read(size * max_chunks)
         whole = data.obj
         if type(whole) is bytes and len(whole) == len(data) <= size:
             return [whole]  # a small file, read whole: its bytes as they came

@@ -6,8 +6,8 @@ How one file travels:
    hashed) in a worker thread, :data:`HOP_BYTES` per thread hop, the next hop
    read while the last one is sent (:meth:`Uploader._pump`); the small files
    of a batch are read whole, all in one hop (:meth:`Uploader._preload`).
-2. The chunks are cut into SFTP writes of exactly the server's
-   ``max_write_len`` (:class:`~.writer.Pieces`), a window of them in flight
+2. It is read in pieces of exactly the server's ``max_write_len``, one
+   SFTP write each (OpenSSH: 255 KiB), a window of them in flight
    at once, on a channel of its own where there is one; ``fsetstat``,
    ``fsync`` and ``close`` follow in the same pipeline, then ``posix-rename``
    (see :mod:`.writer`).
@@ -48,7 +48,7 @@ from finalcopy.backends.sftp.digests import ServerHashes
 from finalcopy.backends.sftp.errors import is_connection_error
 from finalcopy.backends.sftp.shell import parse_stdin_digest, quote
 from finalcopy.backends.sftp.tree import RemoteTree
-from finalcopy.backends.sftp.writer import Pieces, SftpTempWriter
+from finalcopy.backends.sftp.writer import SftpTempWriter
 from finalcopy.backends.source import ChunkSource
 from finalcopy.errors import DestinationError, FinalcopyError, Interrupted, SourceError
 from finalcopy.hashing import ALGORITHMS, Algorithm
@@ -285,24 +285,21 @@ class Uploader:
         read still running when the pump stops is waited for, never left to
         race a rewind.
         """
-        pieces = Pieces(writer.write_len)
-        want = READ_CHUNKS
-        ahead = self._read_ahead(source, want)
+        size = writer.write_len
+        want = max(1, HOP_BYTES // size)
+        ahead = self._read_ahead(source, want, size)
         try:
             while True:
-                chunks = await asyncio.shield(ahead)  # a cancel must not orphan the read
+                pieces = await asyncio.shield(ahead)  # a cancel must not orphan the read
                 # A short batch is the end of the file: asking again would not return [].
-                last = len(chunks) < want
+                last = len(pieces) < want
                 if not last:
-                    want = max(1, HOP_BYTES // len(chunks[0]))
-                    ahead = self._read_ahead(source, want)
-                for piece in pieces.feed(chunks):
+                    ahead = self._read_ahead(source, want, size)
+                for piece in pieces:
                     await writer.write(piece)
-                del chunks
+                del pieces
                 if last:
                     break
-            if tail := pieces.rest():
-                await writer.write(tail)
         finally:
             if not ahead.done():
                 with anyio.CancelScope(shield=True):
@@ -315,7 +312,7 @@ class Uploader:
                 f"{writer.offset} sent"
             )
 
-    def _read_ahead(self, source: ChunkSource, count: int) -> asyncio.Task[list[bytes]]:
-        """Start reading ``count`` chunks of ``source`` in a worker thread."""
-        read = anyio.to_thread.run_sync(source.read_many, count, limiter=self._readers)
+    def _read_ahead(self, source: ChunkSource, count: int, size: int) -> asyncio.Task[list[bytes]]:
+        """Start reading ``count`` pieces of ``size`` bytes of ``source`` in a worker thread."""
+        read = anyio.to_thread.run_sync(source.read_many, count, size, limiter=self._readers)
         return asyncio.ensure_future(read)

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import posixpath
 from collections import deque
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -56,46 +56,6 @@ WINDOW_BYTES = 2 * 1024 * 1024
 SAFE_WRITE = 32 * 1024
 #: Flags of a fresh temporary file: never opened if anything (a link…) holds the name.
 CREATE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
-
-
-class Pieces:
-    """Cuts a stream of chunks into SFTP writes of exactly ``size`` bytes (the last one shorter).
-
-    The server's ``max_write_len`` is rarely a multiple of the chunk size
-    (OpenSSH: 255 KiB against 64 KiB chunks): whole chunks grouped below the
-    limit made 192 KiB writes and a 64 KiB tail per batch, half again as many
-    requests as needed. A write is one join of the slices it spans, whatever
-    batch of chunks they came in.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._parts: list[bytes | memoryview] = []
-        self._length = 0
-
-    def feed(self, chunks: list[bytes]) -> Iterator[bytes]:
-        """The full pieces that ``chunks`` complete; what is left waits for the next ones."""
-        size = self.size
-        for chunk in chunks:
-            if not self._parts and len(chunk) == size:
-                yield chunk
-                continue
-            view = memoryview(chunk)
-            while view:
-                take = min(len(view), size - self._length)
-                self._parts.append(view[:take])
-                self._length += take
-                view = view[take:]
-                if self._length == size:
-                    yield self._take()
-
-    def rest(self) -> bytes:
-        """The last, shorter piece (empty if the chunks ended on a piece boundary)."""
-        return self._take() if self._parts else b""
-
-    def _take(self) -> bytes:
-        parts, self._parts, self._length = self._parts, [], 0
-        return b"".join(parts)
 
 
 def same_file(seen: asyncssh.SFTPAttrs, opened: asyncssh.SFTPAttrs) -> bool:
