@@ -148,7 +148,9 @@ async def test_a_failed_syncfs_publishes_none_of_its_files_and_leaves_no_tempora
     end_of_d0 = [path for path in second_batch if path.startswith("d0/")]
     assert 0 < len(end_of_d0) < len(second_batch)
     assert failed == set(end_of_d0)  # the rest of the batch, in d1, has its own syncfs
-    assert all("Input/output error" in message for message in report.failed.values())
+    for message in report.failed.values():
+        assert "cannot sync the new files of" in message and "/dst/d0'" in message, message
+        assert "Input/output error" in message
     for path in end_of_d0:  # not published: no final name holds an unsynced file
         assert not (dst / path).exists()
     assert not _temporary_files(dst)

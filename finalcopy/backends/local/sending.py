@@ -151,11 +151,12 @@ class BatchSend:
 
 def _sync(sealed: list[tuple[FileTransfer, LocalTempWriter]]) -> FinalcopyError | None:
     """``syncfs`` for the sealed files, its time shared among them; why it failed, or None."""
-    where = sealed[0][1]
+    writer = sealed[0][1]
+    folder = writer.where.rpartition("/")[0] or writer.where  # the error is the folder's
     start = time.perf_counter()
     try:
-        with os_errors(where.where, "sync"):
-            syncfs(where.dir_fd)
+        with os_errors(folder, "sync the new files of"):
+            syncfs(writer.dir_fd)
     except FinalcopyError as exc:
         return exc
     finally:
