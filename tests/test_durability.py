@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from finalcopy.backends.base import FileTransfer, is_temp_name
+from finalcopy.backends.base import Backend, FileTransfer, is_temp_name
 from finalcopy.backends.local import backend as local_backend
 from finalcopy.backends.local import durability, sending
 from finalcopy.backends.local.backend import LocalBackend
@@ -73,6 +73,15 @@ def _batches(src: Path) -> list[list[str]]:
     return [[f.path for f in batch] for batch in batches(scan(src).files)]
 
 
+async def _on_ext4(
+    ext4_mount: Path, tmp_path: Path, files: dict[str, bytes] = FILES
+) -> tuple[Path, Path, Backend]:
+    """A source tree of ``files``, a destination on the ext4 volume, and its backend."""
+    src = make_tree(tmp_path / "src", files)
+    dst = ext4_mount / "dst"
+    return src, dst, await open_local_backend(dst, DestinationOptions())
+
+
 def _temporary_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if is_temp_name(p.name)]
 
@@ -80,9 +89,7 @@ def _temporary_files(root: Path) -> list[Path]:
 async def test_on_ext4_a_batch_is_synced_once_per_folder_and_copied_the_same(
     ext4_mount: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src = make_tree(tmp_path / "src", FILES)
-    dst = ext4_mount / "dst"
-    backend = await open_local_backend(dst, DestinationOptions())
+    src, dst, backend = await _on_ext4(ext4_mount, tmp_path)
     assert isinstance(backend, LocalBackend) and backend.batch_sync
     assert "syncfs" in backend.strategy
     syncs = _count_calls(monkeypatch, sending, "syncfs")
@@ -104,9 +111,7 @@ async def test_on_ext4_the_folders_are_sealed_by_one_syncfs_not_an_fsync_each(
 ) -> None:
     """The renames of a copy are made durable at its end: one syncfs for the file system."""
     files = {f"p{i:02d}/f{j}.txt": f"{i}.{j}\n".encode() for i in range(40) for j in range(3)}
-    src = make_tree(tmp_path / "src", files)
-    dst = ext4_mount / "dst"
-    backend = await open_local_backend(dst, DestinationOptions())
+    src, dst, backend = await _on_ext4(ext4_mount, tmp_path, files)
     seals = _count_calls(monkeypatch, local_backend, "syncfs")
     fsyncs = _count_calls(monkeypatch, os, "fsync")
     report = await copy_tree(src, backend, CopyOptions())
@@ -129,9 +134,7 @@ async def test_on_tmpfs_and_fuse_each_file_keeps_its_fsync(
 async def test_a_failed_syncfs_publishes_none_of_its_files_and_leaves_no_temporary_file(
     ext4_mount: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src = make_tree(tmp_path / "src", FILES)
-    dst = ext4_mount / "dst"
-    backend = await open_local_backend(dst, DestinationOptions())
+    src, dst, backend = await _on_ext4(ext4_mount, tmp_path)
     calls: list[int] = []
 
     def syncfs(fd: int) -> None:
