@@ -97,9 +97,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="mount a sparse NTFS image in the scratch folder (tests/support/ntfs.py)",
     )
-    ntfs.add_argument(
-        "--ntfs-size-mib", type=int, default=4096, help="image size (default 4096), ntfs or ext4"
-    )
     p.add_argument(
         "--mount-ext4",
         type=Path,
@@ -107,9 +104,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="local target: copy to a fresh sparse ext4 image kept in DIR (put DIR on a disk: "
         "fsync and sync then reach it); sync is then inside the timings",
     )
+    p.add_argument(
+        "--image-size-mib",
+        type=int,
+        default=4096,
+        help="size of the --mount-ntfs or --mount-ext4 image (default 4096, sparse)",
+    )
     args = p.parse_args(argv)
     if args.runs < 1 or args.warmup < 0:
         p.error("--runs must be at least 1 and --warmup at least 0")
+    # Each would otherwise be ignored without a word, and the run land elsewhere.
+    if args.mount_ext4 and args.target != "local":
+        p.error(f"--mount-ext4 is for --target local, not {args.target}")
+    if args.mount_ext4 and args.dest_root:
+        p.error("--mount-ext4 and --dest-root both name the destination: give one")
     if args.target == "ntfs" and not (args.dest_root or args.mount_ntfs):
         p.error("--target ntfs needs --dest-root on an ntfs-3g mount (or --mount-ntfs)")
     if args.target == "sftp" and not args.start_sshd:
@@ -151,9 +159,9 @@ def open_destination(
     if args.dest_root:
         root = Path(args.dest_root)
     elif args.target == "ntfs":
-        root = mount_ntfs(stack, scratch / "ntfs", args.ntfs_size_mib)
+        root = mount_ntfs(stack, scratch / "ntfs", args.image_size_mib)
     elif args.mount_ext4:
-        root = mount_ext4(stack, args.mount_ext4, args.ntfs_size_mib)
+        root = mount_ext4(stack, args.mount_ext4, args.image_size_mib)
     else:
         root = scratch / "local"
     root.mkdir(parents=True, exist_ok=True)

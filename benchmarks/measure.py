@@ -2,10 +2,11 @@
 
 Each run: remove the previous destination, ``sync``, then time the tool's
 command with :func:`finalcopy.bench.measure.run_command` (wall time around
-the subprocess, peak RSS from ``wait4``: the code ``finalcopy bench
---compare`` uses), and check that every source file landed with its size
-(optionally its SHA-256). A wrong copy is a failure, not a time. The order
-rotates as in ``finalcopy bench`` (:func:`finalcopy.bench.matrix.rotated`).
+the subprocess, CPU time from ``wait4``, peak RSS from GNU time's ``%M``: the
+code ``finalcopy bench --compare`` uses), and check that every source file
+landed with its size (optionally its SHA-256). A wrong copy is a failure, not
+a time. The order rotates as in ``finalcopy bench``
+(:func:`finalcopy.bench.matrix.rotated`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from benchmarks.targets import REPO_ROOT, Destination, local_digests, local_listing
 from benchmarks.tools import Job, Tool
 from finalcopy.bench.matrix import rotated
-from finalcopy.bench.measure import run_command
+from finalcopy.bench.measure import Spread, run_command
 from finalcopy.bench.workload import generate
 
 __all__ = [
@@ -74,11 +75,10 @@ class ToolResult:
 
     def summarize(self, total_bytes: int) -> None:
         """Fill the statistics from the successful runs."""
-        walls = [r.wall_s for r in self.runs if r.ok]
-        if self.status != "ok" or not walls:
+        walls = Spread.of([r.wall_s for r in self.runs if r.ok])
+        if self.status != "ok" or walls is None:
             return
-        self.median_s = statistics.median(walls)
-        self.min_s, self.max_s = min(walls), max(walls)
+        self.median_s, self.min_s, self.max_s = walls
         self.mib_s = total_bytes / MiB / self.median_s if self.median_s > 0 else None
         rss = [r.max_rss_kib for r in self.runs if r.ok and r.max_rss_kib is not None]
         self.rss_median_mib = statistics.median(rss) / 1024 if rss else None

@@ -3,8 +3,9 @@
 ``SshTarget`` (:mod:`finalcopy.bench.tools`, shared with ``finalcopy bench
 --compare``) carries the client options every OpenSSH-based tool gets; a
 ``Destination`` is the folder each run copies into, emptied between runs and
-listed afterwards to check the copy. ``start_sshd`` and ``mount_ntfs`` lend
-the test suite's real parts (``tests/support/``) to the benchmark.
+listed afterwards to check the copy. ``start_sshd``, ``mount_ntfs`` and
+``mount_ext4`` lend the test suite's real parts (``tests/support/``) to the
+benchmark.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import secrets
 import shlex
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -224,9 +224,10 @@ def mount_ext4(stack: contextlib.ExitStack, folder: Path, size_mib: int) -> Path
     fragmented, full or slow one; put ``folder`` on a disk, so that fsync and
     sync reach a device (on tmpfs they would cost nothing).
     """
-    scratch = Path(tempfile.mkdtemp(prefix="finalcopy-bench-ext4-", dir=folder))
-    stack.callback(shutil.rmtree, scratch, ignore_errors=True)
-    return stack.enter_context(EXT4.mounted(scratch, size_mib=size_mib)).mountpoint
+    EXT4.prepare_base(folder)  # what a killed run left there, never a live volume
+    # Removed after, except when the volume failed to unmount: never deleted through a mount.
+    tmp = stack.enter_context(loopmount.scratch_dir(folder, EXT4.scratch_prefix))
+    return stack.enter_context(EXT4.mounted(tmp, size_mib=size_mib)).mountpoint
 
 
 def mount_ntfs(stack: contextlib.ExitStack, folder: Path, size_mib: int) -> Path:

@@ -13,6 +13,10 @@ from typing import Literal
 #: The hash taken while streaming and written to the manifest.
 AlgorithmName = Literal["blake3", "sha256", "xxh128"]
 
+#: The hash used when none is named; here, not in :mod:`finalcopy.hashing`, so the
+#: CLI can show it in ``--help`` without loading blake3 and xxhash.
+DEFAULT_ALGORITHM: AlgorithmName = "blake3"
+
 #: How each committed file is proven: read back and hashed, size only, or not at all.
 VerifyMode = Literal["readback", "size", "none"]
 

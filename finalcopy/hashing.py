@@ -18,7 +18,7 @@ from typing import Protocol
 import blake3
 import xxhash
 
-from finalcopy.choices import AlgorithmName
+from finalcopy.choices import DEFAULT_ALGORITHM as DEFAULT_ALGORITHM
 
 
 class Hasher(Protocol):
@@ -62,8 +62,6 @@ ALGORITHMS: dict[str, Algorithm] = {
     "sha256": Algorithm("sha256", "sha256sum", _new_sha256),
     "xxh128": Algorithm("xxh128", "xxh128sum", _new_xxh128),
 }
-
-DEFAULT_ALGORITHM: AlgorithmName = "blake3"
 
 
 def get_algorithm(name: str) -> Algorithm:

@@ -12,7 +12,8 @@ import re
 
 from finalcopy.errors import UsageError
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b?)\s*$", re.IGNORECASE)
+#: A number, then a unit letter with an optional ``iB``/``B`` (``64K``, ``64KiB``) or a lone ``B``.
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:([kmg])(?:i?b)?|b?)\s*$", re.IGNORECASE)
 _FACTOR = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
@@ -23,4 +24,4 @@ def parse_size(
     match = _SIZE.match(text)
     if not match:
         raise UsageError(f"{option} '{text}': not a {what} ({examples})")
-    return int(match[1]) * _FACTOR[match[2].lower()]
+    return int(match[1]) * _FACTOR[(match[2] or "").lower()]

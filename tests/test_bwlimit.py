@@ -79,6 +79,8 @@ def test_a_rate_reads_as_the_cli_reads_every_size(text: str) -> None:
         ("-1M", "not a rate"),
         ("", "not a rate"),
         ("1.5M", "not a rate"),
+        ("64i", "not a rate"),  # a binary-unit suffix without its unit letter
+        ("64ib", "not a rate"),
         ("08:00,10M 25:00,off", "'25:00' is not a time of day"),
         ("08:00,10M 19:60,off", "'19:60' is not a time of day"),
         ("8h,10M", "'8h' is not a time of day"),

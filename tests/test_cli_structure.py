@@ -75,7 +75,7 @@ def test_start_up_loads_only_what_the_command_needs() -> None:
         "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         "        main()\n"
         "heavy = ('asyncssh', 'anyio', 'rich.progress', 'finalcopy.engine',"
-        " 'finalcopy.backends', 'finalcopy.finalize')\n"
+        " 'finalcopy.backends', 'finalcopy.finalize', 'finalcopy.hashing', 'blake3')\n"
         "print(' '.join(m for m in heavy if m in sys.modules))\n"
     )
     result = subprocess.run(

@@ -13,6 +13,7 @@ import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -27,6 +28,7 @@ from finalcopy.engine import CopyOptions, copy_tree
 from finalcopy.engine.plan import scan
 from finalcopy.engine.transfer import batches
 from finalcopy.hashing import get_algorithm
+from tests.support.fixtures import tmpfs
 from tests.support.trees import make_tree, tree_content
 
 pytestmark = pytest.mark.anyio
@@ -118,6 +120,40 @@ async def test_on_ext4_the_folders_are_sealed_by_one_syncfs_not_an_fsync_each(
     assert report.ok and tree_content(dst) == files
     assert len(seals) == 1
     assert len(fsyncs) < 10  # the .finalcopy/ files; an fsync per folder would be 42
+
+
+async def test_a_folder_on_another_file_system_below_keeps_an_fsync_per_file(
+    ext4_mount: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """syncfs stands in for fsync only on the file system it was chosen for: a mount
+    below the destination (here a tmpfs; an ntfs-3g one's syncfs would do nothing)
+    gets an fsync per file, and its folders an fsync each."""
+    files = {
+        f"{top}/f{i:02d}.txt": f"{top} {i}\n".encode() for top in ("a", "inner") for i in range(20)
+    }
+    src = make_tree(tmp_path / "src", files)
+    dst = ext4_mount / "dst"
+    (dst).mkdir()
+    with tmpfs(dst / "inner", "4m"):
+        backend = await open_local_backend(dst, DestinationOptions())
+        synced_devices: list[int] = []
+
+        def record(module: ModuleType) -> None:
+            real: Callable[[int], None] = module.syncfs
+
+            def syncfs(fd: int) -> None:
+                synced_devices.append(os.fstat(fd).st_dev)
+                real(fd)
+
+            monkeypatch.setattr(module, "syncfs", syncfs)
+
+        record(sending)
+        record(local_backend)
+        fsyncs = _count_calls(monkeypatch, os, "fsync")
+        report = await copy_tree(src, backend, CopyOptions())
+        assert report.ok and tree_content(dst) == files
+        assert synced_devices and set(synced_devices) == {os.stat(ext4_mount).st_dev}
+        assert len(fsyncs) >= 20  # the tmpfs's files, one each
 
 
 async def test_on_tmpfs_and_fuse_each_file_keeps_its_fsync(

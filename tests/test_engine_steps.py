@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import threading
 import time
@@ -14,12 +15,14 @@ import pytest
 from finalcopy.backends.base import DestStat, FileTransfer, TempWriter, join
 from finalcopy.backends.local import LocalBackend
 from finalcopy.backends.local import backend as local_backend
+from finalcopy.backends.local import sending as local_sending
 from finalcopy.engine import CopyOptions, Event, Retry, copy_tree, verify_tree
 from finalcopy.engine import ledger as ledger_module
 from finalcopy.engine.layout import Layout
 from finalcopy.engine.manifest import format_manifest
 from finalcopy.engine.plan import PlannedFile, scan
 from finalcopy.engine.skip import hinted_by_records, matching_records, same_size
+from finalcopy.engine.source import FileChunkSource
 from finalcopy.engine.state import StateRecord
 from finalcopy.errors import ConnectionLostError, DestinationError
 from finalcopy.hashing import Algorithm, get_algorithm
@@ -210,7 +213,7 @@ async def test_on_a_memory_file_system_files_in_flight_are_bounded_by_the_cpus(
     files = {f"d{i % 5}/f{i:03d}.txt": f"file {i}\n".encode() for i in range(300)}
     files.update({f"big{i}.bin": bytes([i]) * (2 << 20) for i in range(6)})
     src = make_tree(tmp_path / "src", files)
-    monkeypatch.setattr(local_backend, "_cpus", lambda: 2)
+    monkeypatch.setattr(local_backend, "cores", lambda: 2)
     backend = LocalBackend(tmp_path / "dst", drop_cache=False)
     running: Counter[str] = Counter()
     most: Counter[str] = Counter()
@@ -234,3 +237,38 @@ async def test_on_a_memory_file_system_files_in_flight_are_bounded_by_the_cpus(
     assert report.ok and report.copied == len(files)
     assert tree_content(tmp_path / "dst") == files
     assert most["small"] == 1 and most["all"] == 2
+
+
+@pytest.mark.parametrize("size", [0, 100])
+def test_read_many_at_the_end_of_a_file_returns_no_chunk(tmp_path: Path, size: int) -> None:
+    """Fewer chunks than asked is the end; at the end, none: an empty list, never ``[b""]``."""
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * size)
+    source = FileChunkSource(path, size, BLAKE3, 64 * 1024, threading.Event())
+    first = source.read_many(1, 4096)
+    assert first == ([b"x" * size] if size else [])
+    assert source.read_many(1, 4096) == []
+    assert source.read_many(4) == []
+
+
+async def test_a_failed_read_back_is_left_to_the_engine_to_hash_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """put_files' contract: a read-back that fails leaves ``readback_digest`` None (the file
+    is committed); the engine hashes it through ``hash_file`` and records it as written."""
+    files = {f"f{i}.txt": f"file {i}\n".encode() for i in range(3)}
+    src = make_tree(tmp_path / "src", files)
+    real = local_sending.hash_at
+    failures: list[str] = []
+
+    def flaky(dir_fd: int, name: str, algorithm: Algorithm, drop: bool) -> str:
+        if not failures:
+            failures.append(name)
+            raise OSError(errno.EIO, "read error")
+        return real(dir_fd, name, algorithm, drop)
+
+    monkeypatch.setattr(local_sending, "hash_at", flaky)
+    report = await copy_tree(src, LocalBackend(tmp_path / "dst"), CopyOptions())
+    assert failures and report.ok and report.copied == len(files), report.failed
+    assert len(report.written) == len(files)
+    assert tree_content(tmp_path / "dst") == files

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import anyio
@@ -215,3 +216,37 @@ def test_a_crash_while_releasing_a_lock_never_leaves_a_lock_without_owner(
 
     anyio.run(scenario)
     assert (tmp_path / "dest" / ".finalcopy" / "lock" / "owner.json").is_file()
+
+
+def test_a_stale_lock_whose_moved_owner_cannot_be_read_is_given_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Breaking a stale lock without a readable owner: once moved aside, its owner is read
+    again; a read error there proves nothing (a live run may have taken the lock meanwhile),
+    so the lock is put back, never removed."""
+    from finalcopy.backends.local import LocalBackend
+    from finalcopy.engine.lock import STALE_SECONDS, DestinationLock
+    from finalcopy.errors import DestinationError, DestinationLocked
+
+    lock_dir = tmp_path / "dest" / ".finalcopy" / "lock"
+    lock_dir.mkdir(parents=True)
+    (lock_dir / "owner.json").write_text("not json")  # no owner to judge: stale by age
+    old = time.time() - STALE_SECONDS - 60
+    for path in (lock_dir / "owner.json", lock_dir):
+        os.utime(path, (old, old))
+
+    async def scenario() -> None:
+        async with LocalBackend(tmp_path) as backend:
+            real_read = backend.read_bytes
+
+            async def read_bytes(path: str) -> bytes | None:
+                if ".finalcopy/lock.stale-" in path:
+                    raise DestinationError(f"cannot read '{path}': Input/output error")
+                return await real_read(path)
+
+            monkeypatch.setattr(backend, "read_bytes", read_bytes)
+            with pytest.raises(DestinationLocked):
+                await DestinationLock(backend, "dest", "copy").acquire()
+
+    anyio.run(scenario)
+    assert (lock_dir / "owner.json").read_text() == "not json"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from finalcopy.backends import DestinationOptions
+from finalcopy.backends import Backend, DestinationOptions
 from finalcopy.backends.base import temp_name
 from finalcopy.engine import Event, FileFinished
 from finalcopy.engine.lock import Owner
@@ -305,6 +305,24 @@ def test_work_directory_metadata_is_never_followed_through_links(
 async def test_a_source_link_goes_only_if_its_copy_points_the_same_way(tmp_path: Path) -> None:
     """Deleting a link loses its target text: it needs a copy that says the same."""
     from finalcopy.backends.local import LocalBackend
+
+    assert await _proven_links(tmp_path, LocalBackend(tmp_path / "out")) == {"same": "v.mp4"}
+
+
+@pytest.mark.anyio
+async def test_over_sftp_a_source_link_goes_only_if_its_copy_is_read_back_the_same(
+    sshd_server: SshServer, tmp_path: Path
+) -> None:
+    """Over SFTP too the copy's target is read back, whoever made it: a link re-pointed
+    since it was copied is kept, one an earlier run copied is proven."""
+    from tests.support.sftp import open_remote
+
+    async with await open_remote(sshd_server, tmp_path, tmp_path / "out") as backend:
+        assert await _proven_links(tmp_path, backend) == {"same": "v.mp4"}
+
+
+async def _proven_links(tmp_path: Path, backend: Backend) -> dict[str, str]:
+    """The links ``prove_links`` accepts: one copied as is, one whose copy points elsewhere."""
     from finalcopy.finalize.deletion import DeletionGuard, SourceDeletion
     from finalcopy.finalize.target import DestinationHold
     from finalcopy.hashing import get_algorithm
@@ -315,9 +333,8 @@ async def test_a_source_link_goes_only_if_its_copy_points_the_same_way(tmp_path:
     for name, mine, theirs in (("same", "v.mp4", "v.mp4"), ("other", "v.mp4", "elsewhere")):
         (src / name).symlink_to(mine)
         (out / "p" / name).symlink_to(theirs)
-    backend = LocalBackend(out)
     deletion = SourceDeletion(
         src, backend, "p", DeletionGuard(src.parent, tmp_path / "archives"),
         DestinationHold(backend), get_algorithm("blake3"), 1,
     )  # fmt: skip
-    assert await deletion.prove_links(["same", "other"], None) == {"same": "v.mp4"}
+    return await deletion.prove_links(["same", "other", "missing"])

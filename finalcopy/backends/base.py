@@ -27,10 +27,9 @@ this loop over the one write primitive, :meth:`Backend.open_temp`::
         if transfer.readback:
             transfer.readback_digest = await backend.hash_file(transfer.path, algorithm)
 
-The local backend runs a whole batch in one worker thread and the SFTP
-backend pipelines it over one connection: same rules, fewer round trips.
-Small files (:meth:`~Backend.write_bytes`: manifest, state, locks) take the
-same road as a batch of one.
+The local backend runs a batch in one worker thread, the SFTP backend
+pipelines it: same rules, fewer round trips. Small files
+(:meth:`~Backend.write_bytes`: manifest, state, locks) are a batch of one.
 
 The rules (``tests/test_backend_conformance.py`` proves each on every backend):
 
@@ -194,10 +193,7 @@ class FileTransfer:
 
     @property
     def create_mode(self) -> int:
-        """Mode (less the umask) its temporary file is created with.
-
-        Private until commit applies ``mode``, unless no mode will be applied.
-        """
+        """Creation mode (less the umask): private until commit applies ``mode``, unless none is."""
         return NEW_FILE_MODE if self.mode is None else 0o600
 
 
@@ -298,6 +294,10 @@ class Backend(ABC):
         raise DestinationError(
             f"cannot create symlink '{self.describe(path)}': the destination has no symbolic links"
         )
+
+    async def read_link(self, path: str) -> str | None:
+        """Where the link ``path`` points; None if it is none, or the destination cannot say."""
+        return None
 
     async def set_metadata(self, path: str, *, mode: int, mtime_ns: int) -> None:  # noqa: B027
         """Apply mode and mtime to a folder; a no-op without ``capabilities.posix_metadata``."""

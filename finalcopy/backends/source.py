@@ -24,10 +24,6 @@ class ChunkSource(Protocol):
     size: int
     """Size of the source file when planned."""
 
-    def read_chunk(self) -> memoryview:
-        """Next chunk (empty at end of file); valid until the next call."""
-        ...
-
     def read_block(self, max_bytes: int) -> memoryview:
         """Next bytes, up to ``max_bytes``, read and hashed at once (empty at end of file).
 
@@ -63,16 +59,13 @@ class ChunkSource(Protocol):
 class BytesSource:
     """A :class:`ChunkSource` over bytes already in memory (:meth:`Backend.write_bytes`).
 
-    Its chunk is all the bytes not yet read.
+    Without a chunk size, its one chunk is all the bytes not yet read.
     """
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.size = len(data)
         self._offset = 0
-
-    def read_chunk(self) -> memoryview:
-        return self.read_block(self.size)
 
     def read_block(self, max_bytes: int) -> memoryview:
         start = self._offset

@@ -33,13 +33,12 @@ import anyio
 from finalcopy.backends.base import Backend
 from finalcopy.backends.options import DestinationOptions, SshLocation
 from finalcopy.backends.registry import Location, opener_for, parse_destination, scheme_of
+from finalcopy.backends.removal import remove_tree
 from finalcopy.errors import DestinationError, DestinationUnusable, NoSpaceError
 
-__all__ = ["PREFIX", "BenchFolder", "bench_folder", "check_room", "local_root", "remove_tree"]
+__all__ = ["PREFIX", "BenchFolder", "bench_folder", "check_room", "local_root"]
 
 PREFIX = "finalcopy-bench-"
-#: Removals in flight at once: enough to hide an SFTP round trip, few enough for any server.
-REMOVALS_IN_FLIGHT = 16
 MiB = 1 << 20
 
 
@@ -86,31 +85,6 @@ def check_room(free: int | None, needed: int, where: str) -> str | None:
             "use a smaller --size"
         )
     return None
-
-
-async def remove_tree(backend: Backend, path: str) -> None:
-    """Remove ``path`` and everything below it, files several at a time (SFTP round trips)."""
-    entries = await backend.walk(path)
-    limiter = anyio.CapacityLimiter(REMOVALS_IN_FLIGHT)
-    errors: list[DestinationError] = []
-
-    async def remove(rel: str) -> None:
-        async with limiter:
-            try:
-                await backend.remove(rel)
-            except DestinationError as exc:
-                errors.append(exc)
-
-    async with anyio.create_task_group() as tg:
-        for rel, st in entries:
-            if st.kind != "dir":
-                tg.start_soon(remove, rel)
-    if errors:
-        raise errors[0]
-    folders = [rel for rel, st in entries if st.kind == "dir"]
-    for rel in sorted(folders, key=lambda rel: -rel.count("/")):  # children first
-        await backend.remove(rel)
-    await backend.remove(path)
 
 
 async def _fresh_name(outer: Backend) -> str:

@@ -14,8 +14,9 @@ import platform
 from pathlib import Path
 
 from finalcopy import __version__
+from finalcopy.cpus import cores
 
-__all__ = ["cores", "machine_facts"]
+__all__ = ["machine_facts", "proc_field"]
 
 
 def proc_field(path: str, key: str) -> str | None:
@@ -26,14 +27,6 @@ def proc_field(path: str, key: str) -> str | None:
             if name.strip() == key:
                 return value.strip()
     return None
-
-
-def cores() -> int:
-    """The CPUs this process may run on (``nproc``), not the machine's total."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def machine_facts() -> dict[str, str]:

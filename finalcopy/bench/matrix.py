@@ -52,9 +52,7 @@ class Setting:
     @property
     def label(self) -> str:
         """``jobs 4 · 64K · blake3 · readback``: short enough for a table row."""
-        return (
-            f"jobs {self.jobs} · {size_label(self.chunk_size)} · {self.algorithm} · {self.verify}"
-        )
+        return f"jobs {self.cells}"
 
     @property
     def cells(self) -> str:
@@ -195,7 +193,7 @@ class ToolResult:
     key: str
     label: str
     skipped: str | None = None
-    """Why it did not run: ``not installed``, ``not for sftp destinations``."""
+    """Why it did not run: ``not installed: rclone``, ``not for sftp destinations``."""
     runs: list[Run] = field(default_factory=list)
 
     @property

@@ -21,7 +21,6 @@ Two kinds of run are timed:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import resource
@@ -35,6 +34,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
+
+from finalcopy.backends.local import durability
 
 __all__ = [
     "CommandResult",
@@ -79,11 +80,6 @@ class Usage:
     """Bytes; see :attr:`rss_scope`."""
     rss_scope: RssScope = "run"
     """``run``: the peak of this run alone; ``process``: the process's high-water mark so far."""
-
-    @property
-    def cpu_percent(self) -> float:
-        """CPU time over wall time, in % of one core (200 % is two cores busy)."""
-        return 100 * self.cpu_s / self.wall_s if self.wall_s > 0 else 0.0
 
 
 def _reset_peak_rss() -> bool:
@@ -133,10 +129,6 @@ class CommandResult:
     max_rss_kib: int | None
     error: str | None
     """None on success; else ``exit status N``, ``killed by SIGKILL``, ``timed out``…"""
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 def _signal_name(number: int) -> str:
@@ -245,18 +237,14 @@ def sync_filesystem(path: Path) -> None:
     it as copied.
     """
     try:
-        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
-    except (AttributeError, OSError):
-        os.sync()
-        return
-    try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         os.sync()
         return
     try:
-        if syncfs(fd) != 0:
-            os.sync()
+        durability.syncfs(fd)
+    except OSError:  # no syncfs here, or it failed: flushing everything still counts the cost
+        os.sync()
     finally:
         os.close(fd)
 

@@ -14,7 +14,6 @@ proof costs most; otherwise the destination (or the network) is the limit.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -233,12 +232,15 @@ def _runs(runs: Sequence[Run]) -> list[dict[str, Any]]:
 
 
 def to_json(result: BenchResult) -> dict[str, Any]:
-    """Every run's raw figures, the settings and the machine facts."""
+    """Every run's raw figures, the settings and the machine facts.
+
+    No ``time``: :class:`~finalcopy.cli.render.engine.JsonRenderer` stamps the
+    line when it writes it, as it does every other command's.
+    """
     plan, best, workload = result.plan, result.best(), result.workload
     limit = limit_of(result, best)[0] if best is not None and best.mib_s() else None
     return {
         "kind": "bench",
-        "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "ok": not result.interrupted and all(not r.error for r in result.results),
         "interrupted": result.interrupted,
         "machine": result.machine,

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from finalcopy.bench.folder import BenchFolder, local_root, remove_tree
+from finalcopy.backends.removal import remove_tree
+from finalcopy.bench.folder import BenchFolder, local_root
 from finalcopy.bench.matrix import Run
 from finalcopy.bench.measure import Stopwatch, run_command, sync_filesystem
 from finalcopy.bench.tools import Job, Tool

@@ -143,7 +143,8 @@ class Tool:
         """Why this tool cannot run here, or None."""
         missing = [p for p in self.programs if shutil.which(p) is None]
         missing += [m for m in self.modules if importlib.util.find_spec(m) is None]
-        return f"not found: {', '.join(missing)}" if missing else None
+        # "not installed" is what ``bench --compare`` promises for a missing tool.
+        return f"not installed: {', '.join(missing)}" if missing else None
 
 
 def _sftp_batch(job: Job) -> Path:
@@ -236,7 +237,8 @@ def select_tools(
     """The tools to run for ``keys`` (all when None), why others are skipped, unknown keys.
 
     A tool that exists for another kind of destination (cp over SFTP) is
-    skipped with that reason; one missing here is ``not installed``.
+    skipped with that reason; one missing here with :meth:`Tool.unavailable`'s
+    (``not installed: rsync, ssh``).
     """
     candidates = tools_for(target, tools)
     known = {t.key for t in tools}
@@ -246,10 +248,11 @@ def select_tools(
     chosen: list[Tool] = []
     for tool in wanted:
         skipped.pop(tool.key, None)
-        if tool.unavailable() is None:
+        reason = tool.unavailable()
+        if reason is None:
             chosen.append(tool)
         else:
-            skipped[tool.key] = "not installed"
+            skipped[tool.key] = reason
     return chosen, skipped, unknown
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -73,11 +73,14 @@ def usage_message(exc: Any, argv: list[str]) -> str:
 
 
 class LazyCommands(MutableMapping[str, Any]):
-    """The group's commands by name, each built from :data:`COMMANDS` when first looked up."""
+    """The group's commands by name, each built from :data:`COMMANDS` when first looked up.
 
-    def __init__(self, build: Callable[[str], Any]) -> None:
+    ``built``: the commands typer already built for the group, kept as they are.
+    """
+
+    def __init__(self, build: Callable[[str], Any], built: Mapping[str, Any]) -> None:
         self._build = build
-        self._built: dict[str, Any] = {}
+        self._built: dict[str, Any] = dict(built)
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._built:
@@ -119,7 +122,9 @@ class FinalcopyGroup(TyperGroup):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.commands = LazyCommands(lambda name: _build_command(name, self.rich_markup_mode))
+        self.commands = LazyCommands(
+            lambda name: _build_command(name, self.rich_markup_mode), self.commands
+        )
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)  # names only: nothing is built to be listed

@@ -40,11 +40,10 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 import typer
 
 from finalcopy import sizes
-from finalcopy.choices import AlgorithmName, MetadataMode, NameMode, VerifyMode
+from finalcopy.choices import DEFAULT_ALGORITHM, AlgorithmName, MetadataMode, NameMode, VerifyMode
 from finalcopy.cli.bwlimit import bwlimit_option, limiter
 from finalcopy.cli.runtime import fail
 from finalcopy.errors import EXIT_USAGE, UsageError
-from finalcopy.hashing import DEFAULT_ALGORITHM
 
 if TYPE_CHECKING:
     import logging

@@ -50,6 +50,7 @@ from typing import Any
 import anyio
 
 from finalcopy.backends.base import Backend, join
+from finalcopy.backends.removal import remove_tree
 from finalcopy.engine.plan import META_DIR
 from finalcopy.errors import DestinationLocked, FinalcopyError, LockLost
 
@@ -204,7 +205,7 @@ class DestinationLock:
         finally:
             if not self.held:
                 with contextlib.suppress(FinalcopyError):
-                    await self._remove(fresh)
+                    await remove_tree(self.backend, fresh)
 
     async def __aenter__(self) -> DestinationLock:
         await self.acquire()
@@ -214,10 +215,10 @@ class DestinationLock:
         with anyio.CancelScope(shield=True):
             await self.release()
 
-    async def _read_owner(self, path: str = "") -> bytes | None:
-        """``owner.json`` (ours, or the one at ``path``); None if missing or unreadable."""
+    async def _read_owner(self) -> bytes | None:
+        """``owner.json`` of the lock; None if missing or unreadable."""
         with contextlib.suppress(FinalcopyError):
-            return await self.backend.read_bytes(path or self.owner_path)
+            return await self.backend.read_bytes(self.owner_path)
         return None
 
     async def _abandoned(self, owner: Owner | None) -> bool:
@@ -247,18 +248,24 @@ class DestinationLock:
             await self.backend.rename(self.path, aside)
         except FinalcopyError:
             return  # someone else broke or released it first
-        moved = Owner.parse(await self._read_owner(join(aside, OWNER_NAME)))
-        if (moved.token if moved else None) != token:
+        if not await self._holds_token(aside, token):
             with contextlib.suppress(FinalcopyError):
                 await self.backend.rename(aside, self.path)
             return
-        await self._remove(aside)
+        await remove_tree(self.backend, aside)
 
-    async def _remove(self, path: str) -> None:
-        for rel, st in sorted(await self.backend.walk(path), key=lambda e: -e[0].count("/")):
-            if st.kind != "dir":
-                await self.backend.remove(rel)
-        await self.backend.remove(path)
+    async def _holds_token(self, lock: str, token: str | None) -> bool:
+        """Whether the lock folder ``lock`` is owned by ``token`` (None: by no readable owner).
+
+        An owner that cannot be read proves nothing either way: not a match, so
+        a lock a live run took meanwhile is never removed on a read error.
+        """
+        try:
+            data = await self.backend.read_bytes(join(lock, OWNER_NAME))
+        except FinalcopyError:
+            return False
+        owner = Owner.parse(data)
+        return (owner.token if owner else None) == token
 
     async def check(self) -> None:
         """Raise :class:`LockLost` unless this run still holds the lock."""

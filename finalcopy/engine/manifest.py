@@ -70,13 +70,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from typing import get_args
 
+from finalcopy.choices import AlgorithmName
 from finalcopy.engine.untrusted import Parsed, numbered_lines, path_problem, shown, unescape
 
 CHECKER_PATH_MAX = 4095
 """Longest path a checker can open (``PATH_MAX`` with its NUL): longer ones are not listed."""
 
-_MODES = ("blake3", "sha256", "xxh128")
+_MODES: tuple[str, ...] = get_args(AlgorithmName)  # one manifest format per algorithm
 _STDIN_NAMES = frozenset({"-", "stdin"})
 _DIGEST = re.compile(r"[0-9a-fA-F]+")
 _UNESCAPE = {"\\": "\\", "n": "\n", "r": "\r"}

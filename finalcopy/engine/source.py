@@ -196,6 +196,8 @@ class FileChunkSource:
         # hash or the kernel gives up and retakes the GIL.
         size = chunk_size or self._chunk_size
         data = self._read(size * max_chunks)
+        if not data:
+            return []  # the end of the file: no chunk, not one empty chunk
         whole = data.obj
         if type(whole) is bytes and len(whole) == len(data) <= size:
             return [whole]  # a small file, read whole: its bytes as they came

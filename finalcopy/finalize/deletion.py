@@ -182,7 +182,7 @@ class SourceDeletion:
         """
         tree = await anyio.to_thread.run_sync(scan_source, self.source)
         proven = await self.prove(tree, report)
-        links = await self.prove_links(tree.links, report)
+        links = await self.prove_links(tree.links)
         await self.hold.check()
         kept = await anyio.to_thread.run_sync(
             delete_proven, self.source, self.guard, proven, links, self.jobs
@@ -198,25 +198,18 @@ class SourceDeletion:
     def _stored(self, rel: str) -> str:
         return stored_path(self.output, self.target, rel)
 
-    async def prove_links(self, links: list[str], report: CopyReport | None) -> dict[str, str]:
+    async def prove_links(self, links: list[str]) -> dict[str, str]:
         """Source links whose copy is a link to the same target, with that target.
 
-        A local destination's link is read back; elsewhere a link counts only
-        if this run created it from this very source link (``report.written``).
+        Each copy is read back from the destination (a link's target is its
+        content): a source link re-pointed since it was copied is not proven.
         """
-        stats = await self.output.stat([self._stored(rel) for rel in links])
-        written = set(report.written) if report else set()
-        local = self.output.capabilities.local_path
         proven: dict[str, str] = {}
-        for rel, st in zip(links, stats, strict=True):
-            stored = self._stored(rel)
+        for rel in links:
             mine = _link_target(self.source / rel)
-            if st is None or st.kind != "symlink" or mine is None:
-                continue
-            if (local and _link_target(Path(self.output.root, stored)) == mine) or (
-                not local and stored in written
-            ):
-                proven[rel] = mine
+            with contextlib.suppress(FinalcopyError):
+                if mine is not None and await self.output.read_link(self._stored(rel)) == mine:
+                    proven[rel] = mine
         return proven
 
     async def prove(self, tree: SourceTree, report: CopyReport | None) -> dict[str, SourceIdentity]:

@@ -15,19 +15,12 @@ from dataclasses import dataclass, field
 
 from finalcopy.backends import Backend
 from finalcopy.backends.base import join
+from finalcopy.backends.removal import remove_tree
 from finalcopy.engine import META_DIR
 from finalcopy.errors import FinalcopyError
 
 REPLACED_DIR = f"{META_DIR}/replaced"
 """Below a target: destination entries this run replaced, kept until the project commits."""
-
-
-async def remove_tree(backend: Backend, path: str) -> None:
-    """Remove ``path`` and everything below it (never following links)."""
-    entries = await backend.walk(path)
-    for rel, _st in sorted(entries, key=lambda e: (e[1].kind == "dir", -e[0].count("/"))):
-        await backend.remove(rel)
-    await backend.remove(path)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from finalcopy.backends.registry import DestinationOptions, SshLocation, parse_destination
-from finalcopy.choices import Mode, OnExisting, VerifyMode
+from finalcopy.choices import Mode, OnExisting
 from finalcopy.engine import CopyOptions
 from finalcopy.engine.bandwidth import BandwidthLimiter, limiter_for
 from finalcopy.errors import UsageError
@@ -234,11 +234,3 @@ def _limiter(value: object, given: bool) -> BandwidthLimiter | None:
 def _absolute(path: Path) -> Path:
     """Absolute and normalised, without resolving symlinks (messages show what the user gave)."""
     return Path(os.path.abspath(path.expanduser()))
-
-
-def verify_mode(name: str) -> VerifyMode:
-    modes: tuple[VerifyMode, ...] = get_args(VerifyMode)
-    for mode in modes:
-        if name == mode:
-            return mode
-    raise UsageError(f"--verify must be one of {', '.join(modes)}, not '{name}'")

@@ -41,6 +41,7 @@ from finalcopy.backends.local.folders import (
 )
 from finalcopy.backends.local.sending import BatchSend, hash_at
 from finalcopy.backends.local.writer import LocalTempWriter, set_fd_metadata
+from finalcopy.cpus import cores
 from finalcopy.errors import DestinationError, os_errors
 from finalcopy.hashing import Algorithm
 
@@ -53,14 +54,6 @@ _NO_FOLDER_SYNC = (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP)
 
 
 _NO_LANE = contextlib.nullcontext()
-
-
-def _cpus() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _to_stat(st: os.stat_result) -> DestStat:
@@ -81,7 +74,7 @@ class LocalBackend(Backend):
         """A batch's files of one folder made durable by one ``syncfs`` (see :mod:`.durability`)."""
         self._memory_lane = anyio.Lock()
         """Held by the batch of small files being sent to a memory file system (put_files)."""
-        self._memory_slots = anyio.Semaphore(_cpus())
+        self._memory_slots = anyio.Semaphore(cores())
         """One per file or batch being sent to a memory file system (put_files)."""
         self.capabilities = Capabilities(posix_metadata=True, symlinks=True, local_path=True)
         self.strategy = "local POSIX: mode and mtime preserved"
@@ -220,6 +213,23 @@ class LocalBackend(Backend):
                     os.unlink(tmp, dir_fd=folder)
                 raise
 
+    async def read_link(self, path: str) -> str | None:
+        target: str | None = await self._run(self._read_link, path)
+        return target
+
+    def _read_link(self, path: str) -> str | None:
+        with (
+            os_errors(self.describe(path), "read link"),
+            contextlib.suppress(FileNotFoundError, NotADirectoryError),
+            self._entry(path) as (folder, name),
+        ):
+            try:
+                return os.readlink(name, dir_fd=folder)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+        return None  # missing, or not a link
+
     async def set_metadata(self, path: str, *, mode: int, mtime_ns: int) -> None:
         if self.capabilities.posix_metadata:
             await self._run(self._set_metadata, path, mode, mtime_ns)
@@ -232,21 +242,19 @@ class LocalBackend(Backend):
         await self._run(self._sync_dirs, list(paths))
 
     def _sync_dirs(self, paths: list[str]) -> None:
-        synced: set[int] = set()
-        """Devices already synced as a whole (batch_sync: one syncfs covers every folder)."""
         with self._folders() as folders:
+            sync_device = self._sync_device(folders)
+            synced = False  # one syncfs makes every folder of sync_device durable
             for path in paths:
                 with os_errors(self.describe(path), "sync folder"):
                     try:
                         fd = folders.get(path)
                     except FileNotFoundError:
                         continue
-                    if self.batch_sync:
-                        # A folder below may be another mount: one syncfs per file system.
-                        device = os.fstat(fd).st_dev
-                        if device not in synced:
+                    if sync_device is not None and os.fstat(fd).st_dev == sync_device:
+                        if not synced:
                             syncfs(fd)
-                            synced.add(device)
+                            synced = True
                         continue
                     try:
                         os.fsync(fd)
@@ -327,10 +335,20 @@ class LocalBackend(Backend):
     def _put_batch(self, transfers: list[FileTransfer], algorithm: Algorithm) -> None:
         with self._folders() as folders:
             new_writer = partial(self._new_writer, folders)
+            sync_device = self._sync_device(folders)
             send = BatchSend(
-                folders, new_writer, algorithm, self.block, self.drop_cache, self.batch_sync
+                folders, new_writer, algorithm, self.block, self.drop_cache, sync_device
             )
             send.run(transfers)
+
+    def _sync_device(self, folders: Folders) -> int | None:
+        """The root's device where :attr:`batch_sync` was chosen for its file system, else None."""
+        if not self.batch_sync:
+            return None
+        try:
+            return os.fstat(folders.get("")).st_dev
+        except OSError:
+            return None  # no root (yet): nothing to sync together
 
     def _new_writer(self, folders: Folders, transfer: FileTransfer) -> LocalTempWriter:
         return self._writer(folders, transfer.path, transfer.temp, create_mode=transfer.create_mode)

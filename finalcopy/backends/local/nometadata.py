@@ -35,6 +35,8 @@ class NoMetadataBackend(LocalBackend):
     call; other paths (the engine's own files) get the context-free mapping.
     """
 
+    block = FUSE_BLOCK
+
     def __init__(
         self,
         root: Path,
@@ -44,7 +46,6 @@ class NoMetadataBackend(LocalBackend):
         symlinks: bool = True,
     ) -> None:
         super().__init__(root)
-        self.block = FUSE_BLOCK
         self.capabilities = Capabilities(posix_metadata=False, symlinks=symlinks, local_path=True)
         self.names = names
         how = "mapped reversibly" if names == "map" else "rejected"

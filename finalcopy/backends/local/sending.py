@@ -50,20 +50,33 @@ class BatchSend:
     """Bytes per read, hash update and write."""
     drop_cache: bool
     """Read back from the device, not the page cache."""
-    batch_sync: bool
-    """One ``syncfs`` per folder of the batch instead of one ``fsync`` per file."""
+    sync_device: int | None
+    """The device whose files one ``syncfs`` makes durable (see :mod:`.durability`), or
+    None: an ``fsync`` per file. A folder on another file system below (a mount) keeps
+    its ``fsync``s: that file system's ``syncfs`` may do nothing (FUSE)."""
 
     def run(self, transfers: list[FileTransfer]) -> None:
-        if not self.batch_sync:
+        if self.sync_device is None:
             for transfer in transfers:
                 self._one(transfer)
             return
-        for _, grouped in itertools.groupby(transfers, key=lambda t: t.path.rpartition("/")[0]):
+        for folder, grouped in itertools.groupby(
+            transfers, key=lambda t: t.path.rpartition("/")[0]
+        ):
             group = list(grouped)
-            if len(group) > 1:
+            # One fsync flushes one file; syncfs would flush the whole file system.
+            if len(group) > 1 and self._on_sync_device(folder):
                 self._group(group)
-            else:  # one fsync flushes one file; syncfs would flush the whole file system
-                self._one(group[0])
+            else:
+                for transfer in group:
+                    self._one(transfer)
+
+    def _on_sync_device(self, folder: str) -> bool:
+        """Whether ``folder`` is on :attr:`sync_device` (False if it cannot be opened)."""
+        try:
+            return os.fstat(self.folders.get(folder)).st_dev == self.sync_device
+        except (OSError, FinalcopyError):
+            return False  # each file's own writer reports why
 
     def _one(self, transfer: FileTransfer) -> None:
         """Write, fsync, rename, read back: one file made durable on its own."""
@@ -136,15 +149,20 @@ class BatchSend:
         return writer
 
     def _read_back(self, transfer: FileTransfer, writer: LocalTempWriter) -> None:
-        """Hash the published file from the destination, when the transfer asks for it."""
+        """Hash the published file from the destination, when the transfer asks for it.
+
+        A failure leaves ``readback_digest`` None, as :meth:`Backend.put_files` says:
+        the file is committed, and the engine hashes it again and reports the error.
+        """
         if not transfer.readback:
             return
         start = time.perf_counter()
         try:
-            with os_errors(writer.where, "read back"):
-                transfer.readback_digest = hash_at(
-                    writer.dir_fd, writer.name, self.algorithm, self.drop_cache
-                )
+            transfer.readback_digest = hash_at(
+                writer.dir_fd, writer.name, self.algorithm, self.drop_cache
+            )
+        except OSError:
+            pass
         finally:
             transfer.times.verify += time.perf_counter() - start
 

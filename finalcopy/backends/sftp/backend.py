@@ -227,6 +227,23 @@ class SftpBackend(Backend):
 
         await tree.call("create symlink", path, op)
 
+    async def read_link(self, path: str) -> str | None:
+        tree = self.tree
+
+        async def op(session: Session) -> str | None:
+            await tree.guard(session, "read link", path)
+            target = tree.remote(path)
+            try:
+                if kind_of(await session.control.lstat(target)) != "symlink":
+                    return None
+                link: str = await session.control.readlink(target)
+            except asyncssh.SFTPNoSuchFile:
+                return None
+            return link
+
+        result: str | None = await tree.call("read link", path, op)
+        return result
+
     async def set_metadata(self, path: str, *, mode: int, mtime_ns: int) -> None:
         attrs = metadata_attrs(mode, mtime_ns)
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -52,8 +52,6 @@ BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 8.0
 #: Seconds a large file waits for a channel of its own while more are being opened.
 CHANNEL_WAIT = 5.0
-#: What a large file weighs on a channel against a small one (see Session.channel).
-_STREAM_WEIGHT = 1 << 16
 
 
 def backoff(attempt: int) -> float:
@@ -99,8 +97,10 @@ class Session:
     """Transfers with requests in flight → when one last completed (see :meth:`watch`)."""
     background: asyncio.Future[None] | None = None
     _next: int = 0
-    _leases: dict[int, int] = field(default_factory=dict)
-    """``id`` of a channel → its files being written, large ones weighing more (:meth:`channel`)."""
+    _stream_leases: Counter[asyncssh.SFTPClient] = field(default_factory=Counter)
+    """Channel → its large files being written (:meth:`channel`)."""
+    _file_leases: Counter[asyncssh.SFTPClient] = field(default_factory=Counter)
+    """Channel → its small files being written (:meth:`channel`)."""
     _timer: asyncio.TimerHandle | None = None
 
     @property
@@ -119,10 +119,8 @@ class Session:
         count = len(self.channels)
         self._next = (self._next + 1) % count
         order = [self.channels[(self._next + i) % count] for i in range(count)]
-        channel = min(order, key=lambda c: self._leases.get(id(c), 0))
-        self._leases[id(channel)] = self._leases.get(id(channel), 0) + (
-            _STREAM_WEIGHT if stream else 1
-        )
+        channel = min(order, key=lambda c: (self._stream_leases[c], self._file_leases[c]))
+        self._leases(stream)[channel] += 1
         return channel
 
     async def stream_channel(self) -> asyncssh.SFTPClient:
@@ -133,16 +131,20 @@ class Session:
         the start of a copy) rather than halve both windows for its whole length.
         """
         pending = self.background
-        shared = all(self._leases.get(id(c), 0) >= _STREAM_WEIGHT for c in self.channels)
+        shared = all(self._stream_leases[c] for c in self.channels)
         if shared and pending is not None and not pending.done():
             await asyncio.wait([pending], timeout=min(self.timeout, CHANNEL_WAIT))
         return self.channel(stream=True)
 
     def release(self, channel: asyncssh.SFTPClient, *, stream: bool = False) -> None:
         """A file leased from :meth:`channel` is done writing through ``channel``."""
-        left = self._leases.pop(id(channel), 0) - (_STREAM_WEIGHT if stream else 1)
-        if left > 0:
-            self._leases[id(channel)] = left
+        leases = self._leases(stream)
+        leases[channel] -= 1
+        if leases[channel] <= 0:  # a stray release must not make the channel look preferable
+            del leases[channel]
+
+    def _leases(self, stream: bool) -> Counter[asyncssh.SFTPClient]:
+        return self._stream_leases if stream else self._file_leases
 
     @property
     def control(self) -> asyncssh.SFTPClient:
@@ -286,10 +288,8 @@ class Link:
         while True:
             session = await self.session()
             try:
-                limit = time_limit or self.timeout
-                if limit == math.inf:  # a transfer: the session's stall watch guards it
-                    return await operation(session)
-                with anyio.fail_after(limit):
+                # A transfer passes math.inf (never fires): the session's stall watch guards it.
+                with anyio.fail_after(time_limit or self.timeout):
                     return await operation(session)
             except Exception as exc:
                 if not is_connection_error(exc) and session.alive:

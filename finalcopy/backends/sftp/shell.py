@@ -140,11 +140,8 @@ class ShellPool:
                 async with self._slots:
                     if self._alive >= self._size:
                         return
-                    shell = await self._start()
-                    try:
-                        shell.healthy = parse_silence(await shell.run("true")) is not None
-                    finally:
-                        self._done_with(shell)
+                    # Its rc files run meanwhile; its first command reads past their output.
+                    self._idle.append(await self._start())
 
     async def _start(self) -> RemoteShell:
         shell = await RemoteShell.start(self._conn)

@@ -105,7 +105,8 @@ class Uploader:
         interrupted = False
         contents = await self._preload(transfers)
 
-        todo = iter([t for t in transfers if t.error is None])
+        pending = [t for t in transfers if t.error is None]
+        todo = iter(pending)
 
         async def worker(scope: anyio.CancelScope) -> None:
             # Workers share one iterator: a file starts as soon as one of them is free.
@@ -121,7 +122,7 @@ class Uploader:
                     transfer.error = exc
 
         async with anyio.create_task_group() as tg:
-            for _ in range(min(FILES_IN_FLIGHT, len(transfers))):
+            for _ in range(min(FILES_IN_FLIGHT, len(pending))):
                 tg.start_soon(worker, tg.cancel_scope)
         if interrupted:
             raise Interrupted("interrupted")

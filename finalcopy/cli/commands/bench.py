@@ -8,7 +8,6 @@ The measuring is :mod:`finalcopy.bench`; this module parses and prints.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -209,6 +208,8 @@ def bench_command(
 
     from finalcopy.bench.report import print_report, to_json, write_svg
     from finalcopy.bench.runner import BenchPlan, run_bench
+    from finalcopy.cli.render.base import warn
+    from finalcopy.cli.render.engine import JsonRenderer
 
     setup_logging(output.verbose, output.quiet)
     chatty = not (output.json_output or output.quiet)
@@ -228,19 +229,19 @@ def bench_command(
         if chatty:
             print(f"bench: {text}", file=sys.stderr, flush=True)
 
-    def warn(text: str) -> None:
+    def warn_unless_quiet(text: str) -> None:
         if not output.quiet:
-            print(f"WARNING: {text}", file=sys.stderr, flush=True)
+            warn(text)
 
     async def work(cancel: threading.Event) -> BenchResult:
-        return await run_bench(plan, say, warn, cancel)
+        return await run_bench(plan, say, warn_unless_quiet, cancel)
 
     result = run_cancellable(work)
     if result.interrupted:
         fail(f"interrupted; '{dest}' is as it was found", EXIT_INTERRUPTED)
     failed = any(r.error for r in result.results)
     if output.json_output:
-        print(json.dumps(to_json(result)), flush=True)
+        JsonRenderer().emit(to_json(result))  # stamps "time"; survives `| head`
     elif failed or not output.quiet:  # -q: errors only, as for copy
         wide = sys.stdout.isatty() or "COLUMNS" in os.environ
         print_report(Console(width=None if wide else 120), result)

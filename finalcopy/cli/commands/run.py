@@ -192,15 +192,17 @@ def run_command(
     options = pipeline.given(ctx)
     if options.get("output_dir"):
         check_destination(options["output_dir"], "--output-dir")
+    copy = transfer.copy_options(jobs, checksum=checksum)
     options.update(
         work_dir=work_dir,
         dry_run=dry_run,
         verbose=output.verbose > 0,
         report_path=report,
-        # As typed, else FINALCOPY_BWLIMIT as typer read it (the same value the settings
-        # would read): the settings make from it the run's one limiter, in `copy`.
-        bwlimit=transfer.bwlimit,
-        copy=transfer.copy_options(jobs, checksum=checksum),
+        # The command's one limiter (from --bwlimit, else FINALCOPY_BWLIMIT as typer read
+        # it), which the settings keep as given; "off", not None, when there is none, so
+        # the settings do not read FINALCOPY_BWLIMIT again over a typed `--bwlimit off`.
+        bwlimit=copy.bwlimit or "off",
+        copy=copy,
         destination=ssh.destination_options(jobs, filesystem),
     )
     raise typer.Exit(finalize(options, output))

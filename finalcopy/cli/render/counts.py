@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from finalcopy.engine.events import Event, FileFailed, FileFinished, PlanReady
+from finalcopy.engine.transfer import SMALL_FILE
 
-LARGE_FILE = 1 << 20
-"""Files from this size get a line when they finish (and a bar while in flight)."""
+LARGE_FILE = SMALL_FILE
+"""Files from this size get a line when they finish (and a bar while in flight).
+
+The engine's own threshold: the files it announces as started and lists in
+flight, so a file with a bar is exactly one that gets a line.
+"""
 
 
 class Counts:

@@ -28,7 +28,6 @@ class RichRenderer(LiveDisplay):
         self.progress = progress_display(console, force=force)
         self.overall = self.progress.add_task("total", total=None, files="")
         self.files: dict[str, TaskID] = {}
-        self.finished: set[str] = set()
         self.counts = Counts()
         self.out = Output(sys.stdout)
 
@@ -37,7 +36,10 @@ class RichRenderer(LiveDisplay):
         if isinstance(event, events.PlanReady):
             self.progress.update(self.overall, total=event.bytes, files=str(self.counts))
         elif isinstance(event, events.BytesProgress):
-            self.progress.update(self.overall, completed=event.done, total=event.total)
+            # The files count too is drawn here (about every 0.1 s), not once per file.
+            self.progress.update(
+                self.overall, completed=event.done, total=event.total, files=str(self.counts)
+            )
             self._update_files(event.active)
         elif isinstance(event, events.FileFailed):
             self.print(f"[red]FAILED[/red] {escape(event.path)}: {escape(event.error)}")
@@ -49,11 +51,8 @@ class RichRenderer(LiveDisplay):
             self.print(f"[yellow]retry {event.attempt}[/yellow] {escape(event.path)}")
         elif isinstance(event, events.FileFinished):
             self._file_done(event)
-        if isinstance(event, events.FileFinished | events.FileFailed):
-            self.progress.update(self.overall, files=str(self.counts))
 
     def _file_done(self, event: events.FileFinished) -> None:
-        self.finished.add(event.path)
         task = self.files.pop(event.path, None)
         if task is not None:
             self.progress.update(task, completed=event.size, stage="done")
@@ -62,11 +61,8 @@ class RichRenderer(LiveDisplay):
             self.print(f"[dim]{event.outcome} {escape(event.path)} ({human_bytes(event.size)})")
 
     def _update_files(self, active: tuple[tuple[str, int, int], ...]) -> None:
-        current = {
-            path: (done, size)
-            for path, done, size in active[: self.MAX_FILE_BARS]
-            if path not in self.finished
-        }
+        # The engine drops a file from ``active`` before announcing it finished.
+        current = {path: (done, size) for path, done, size in active[: self.MAX_FILE_BARS]}
         for path in list(self.files):
             if path not in current:
                 self.progress.remove_task(self.files.pop(path))
@@ -83,6 +79,7 @@ class RichRenderer(LiveDisplay):
         for task in list(self.files.values()):
             self.progress.remove_task(task)
         self.files.clear()
+        self.progress.update(self.overall, files=str(self.counts))  # exact, for the last frame
         ok = data.get("ok") and not data.get("dry_run")
         if ok and (total := task_total(self.progress, self.overall)):
             self.progress.update(self.overall, completed=total)
