@@ -322,9 +322,12 @@ class CountingLimiter(BandwidthLimiter):
 
 def test_only_bytes_sent_are_throttled_not_hashes_or_resume_prefixes(tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src", {"a": os.urandom(300 * KiB)})
-    (planned,) = scan(src).files
+    plan = scan(src)
+    (planned,) = plan.files
     limiter = CountingLimiter()
-    opener = SourceOpener(get_algorithm("blake3"), 64 * KiB, threading.Event(), None, limiter)
+    opener = SourceOpener(
+        plan.source_prefix, get_algorithm("blake3"), 64 * KiB, threading.Event(), None, limiter
+    )
     opener.digest(planned)  # --checksum / proof: hashing the source, not sending it
     assert limiter.taken == 0
     source = opener.open(planned)

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import blake3
 import pytest
 
 from finalcopy.backends.base import DestStat, FileTransfer, TempWriter, join
@@ -35,7 +36,7 @@ BLAKE3 = get_algorithm("blake3")
 
 
 def planned(path: str, size: int = 10, mtime_ns: int = 5) -> PlannedFile:
-    return PlannedFile(path, f"/nowhere/{path}", size, 0o644, mtime_ns)
+    return PlannedFile(path, size, 0o644, mtime_ns)
 
 
 def record(
@@ -268,7 +269,27 @@ async def test_a_failed_read_back_is_left_to_the_engine_to_hash_again(
         return real(dir_fd, name, algorithm, drop)
 
     monkeypatch.setattr(local_sending, "hash_at", flaky)
-    report = await copy_tree(src, LocalBackend(tmp_path / "dst"), CopyOptions())
+    options = CopyOptions(keep_proofs=True)
+    report = await copy_tree(src, LocalBackend(tmp_path / "dst"), options)
     assert failures and report.ok and report.copied == len(files), report.failed
     assert len(report.written) == len(files)
     assert tree_content(tmp_path / "dst") == files
+
+
+@pytest.mark.parametrize("keep", [False, True])
+async def test_the_deletion_proofs_are_kept_only_when_asked(tmp_path: Path, keep: bool) -> None:
+    """A plain copy of a large tree does not hold, per file, what only the pipeline's
+    deletion and rollback read; the pipeline's copy has them all, digests included."""
+    files = {f"d/f{i}.txt": f"file {i}\n".encode() for i in range(3)}
+    src = make_tree(tmp_path / "src", files)
+    (src / "link").symlink_to("d/f0.txt")
+    report = await copy_tree(src, LocalBackend(tmp_path / "dst"), CopyOptions(keep_proofs=keep))
+    assert report.ok and report.copied == len(files)
+    digests = {rel: blake3.blake3(data).hexdigest() for rel, data in files.items()}
+    assert dict(report.digests) == digests
+    if keep:
+        assert sorted(report.written) == sorted([*files, "link"])
+        assert report.proven == dict(report.digests)
+        assert sorted(report.seen) == sorted(files)
+    else:
+        assert (report.written, report.proven, report.seen) == ([], {}, {})

@@ -85,8 +85,8 @@ def _assert_all_finalized_once(base: Path, expected: dict[str, dict[str, str]]) 
     assert folders == sorted(expected), "no duplicate copies"
     for name, files in expected.items():
         assert digests(cache / name) == files, f"{name}: a byte was lost or changed"
-        # (A kill -9 during Backend.prepare() can leave its pid-named probe file at
-        # the destination root; that is the backend's, and holds no data.)
+        # (A kill -9 inside Backend.prepare() can leave its randomly named probe file
+        # at the destination root; that is the backend's, and holds no data.)
         assert not list((cache / name).rglob(".fc-*.part")), "temporary files left behind"
     leftovers = [p.name for p in (base / "projets_extraits").iterdir() if p.name != ".finalcopy"]
     assert leftovers == [], read_log(base / "logs" / "step7")

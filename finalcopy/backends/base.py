@@ -312,18 +312,17 @@ class Backend(ABC):
     # -- conveniences built on the primitives ---------------------------------
 
     async def prepare(self) -> None:
-        """Create the root if needed and prove it writable (write-and-delete probe).
-
-        Raises :class:`~finalcopy.errors.DestinationUnusable` otherwise.
-        """
-        # An unpredictable name: a fixed one would replace, then remove, a copied
-        # file that happens to bear it. A crash between write and remove leaves one
-        # probe file, which `finalcopy verify` reports as a leftover.
-        probe = fresh_temp_name("finalcopy-write-probe")
+        """Create the root if needed and prove it writable, else :class:`DestinationUnusable`."""
+        # Unpredictable: a fixed name would replace, then remove, a copied file bearing it.
+        # Written and aborted, never synced: a kill -9 leaves it (a leftover to `verify`)
+        # only between two system calls, not during an fsync that a busy disk makes long.
         try:
             await self.makedirs([""])
-            await self.write_bytes(probe, b"finalcopy write probe")
-            await self.remove(probe)
+            writer = await self.open_temp(fresh_temp_name("finalcopy-write-probe"))
+            try:
+                await writer.write(b"finalcopy write probe")
+            finally:
+                await writer.abort()
         except DestinationUnusable:
             raise
         except DestinationError as exc:

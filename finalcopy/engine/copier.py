@@ -80,6 +80,7 @@ async def copy_tree(
     layout = Layout(backend, dest, plan)
     ledger = Ledger(layout, algorithm, clock, on_retry=say.retried)
     sources = SourceOpener(
+        plan.source_prefix,
         algorithm,
         options.chunk_size,
         cancel or threading.Event(),
@@ -121,7 +122,8 @@ async def _select(
         stats = await _stats(layout, files)
         decision = same_size(files, stats)
         trusted = await compare_hashes(decision.candidates, stats, layout, sources)
-        report.proven.update((path, r.digest) for path, r in trusted.items())
+        if options.keep_proofs:
+            report.proven.update((path, r.digest) for path, r in trusted.items())
     else:
         previous = await ledger.previous()
         stats = await _stats(layout, matching_records(files, previous, algorithm.name))
@@ -129,7 +131,8 @@ async def _select(
         hinted = decision.candidates
         if options.verify == "readback":
             proven = await reprove(hinted, previous, layout, algorithm, options.jobs)
-            report.proven.update(proven)
+            if options.keep_proofs:
+                report.proven.update(proven)
             hinted = [f for f in hinted if f.path in proven]
         trusted = {f.path: previous[f.path] for f in hinted}
     ledger.records.update(trusted)
@@ -191,8 +194,8 @@ async def _write(
             await transfer.run(todo, keep_alive=lock.keep_alive if lock else None)
             if sources.cancel.is_set():
                 raise Interrupted("interrupted")
-            await link_tree(layout, say)
-            report.digests = {path: r.digest for path, r in ledger.records.items()}
+            await link_tree(layout, say, keep_written=options.keep_proofs)
+            report.digests = ledger.digests()
             report.manifest = await ledger.write_manifest()
             await seal_tree(layout)
         except Interrupted:

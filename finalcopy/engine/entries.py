@@ -44,8 +44,11 @@ async def move_aside(
         report.replaced[path] = backup
 
 
-async def link_tree(layout: Layout, say: Reporter) -> None:
-    """Symlinks, recreated as links (never followed); a link that fails is that path's failure."""
+async def link_tree(layout: Layout, say: Reporter, *, keep_written: bool) -> None:
+    """Symlinks, recreated as links (never followed); a link that fails is that path's failure.
+
+    With ``keep_written``, each link made is added to the report's ``written``.
+    """
     backend = layout.backend
     for link in layout.plan.links:
         if not backend.capabilities.symlinks:
@@ -53,7 +56,8 @@ async def link_tree(layout: Layout, say: Reporter) -> None:
             continue
         try:
             await backend.symlink(layout.path(link.path), link.target)
-            say.report.written.append(layout.path(link.path))
+            if keep_written:
+                say.report.written.append(layout.path(link.path))
         except FinalcopyError as exc:
             say.fail(link.path, str(exc))
 

@@ -26,7 +26,7 @@ bytes object in memory, and a reader sees the old file or the new one.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from time import perf_counter
 
 import anyio
@@ -100,6 +100,22 @@ async def store_lines(
                 on_retry(backend.describe(path), attempt + 1, str(exc))
 
 
+class _Digests(Mapping[str, str]):
+    """The digests of a ledger's records, read through (see :meth:`Ledger.digests`)."""
+
+    def __init__(self, records: dict[str, StateRecord]) -> None:
+        self._records = records
+
+    def __getitem__(self, path: str) -> str:
+        return self._records[path].digest
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
 class Ledger:
     """The state records of one copy, and the files of ``.finalcopy/`` that keep them."""
 
@@ -118,6 +134,10 @@ class Ledger:
         """Source path → its record, for every file proven in this run."""
         self._checkpoint = clock()
         self._interval = CHECKPOINT_SECONDS
+
+    def digests(self) -> Mapping[str, str]:
+        """Source path → digest of each record: a view, not a second dict per file."""
+        return _Digests(self.records)
 
     async def previous(self) -> dict[str, StateRecord]:
         """The records an earlier copy left (invalid lines skipped); none without a state."""
@@ -149,7 +169,11 @@ class Ledger:
         layout = self.layout
         renamed = layout.renamed()
         # Every recorded path is planned, so ``renamed`` knows how each is stored.
-        digests = {renamed.get(path, path): r.digest for path, r in self.records.items()}
+        digests = (
+            {renamed.get(path, path): r.digest for path, r in self.records.items()}
+            if renamed
+            else self.digests()  # stored as named: no second dict of every path
+        )
         name = self.algorithm.manifest_name
         await self._store(name, lambda: manifest_lines(digests, algorithm=self.algorithm.name))
         if renamed:

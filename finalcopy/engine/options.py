@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,10 @@ class CopyOptions:
     replace is first moved there under its own relative path, so that a caller can
     put it back (the pipeline's rollback). An entry already there is never
     overwritten: it is the oldest version, the one to restore."""
+    keep_proofs: bool = False
+    """Keep, per file, what a later deletion of the source and a rollback rely on
+    (:attr:`CopyReport.proven`, ``seen`` and ``written``); the pipeline asks for them.
+    A plain copy does not: they were a third of its memory per file."""
     bwlimit: BandwidthLimiter | None = None
     """``--bwlimit``: the one limiter of the invocation, shared by every copy given these
     options (``dataclasses.replace`` keeps the same object), so neither ``jobs`` nor
@@ -88,13 +92,15 @@ class CopyReport:
     bytes_copied: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    digests: dict[str, str] = field(default_factory=dict)
+    digests: Mapping[str, str] = field(default_factory=dict)
+    """Source path → digest of every file proven at the destination (set at the end)."""
     duration: float = 0.0
     interrupted: bool = False
     dry_run: bool = False
     manifest: str = ""
     written: list[str] = field(default_factory=list)
-    """Destination paths this run created or replaced (for rollback by the pipeline)."""
+    """Destination paths this run created or replaced (for rollback by the pipeline;
+    with :attr:`CopyOptions.keep_proofs` only, as the two below)."""
     proven: dict[str, str] = field(default_factory=dict)
     """Source path → digest of the destination's bytes, computed in this run (read back,
     hashed on the server, or re-proven for a skipped file): the only proof that counts

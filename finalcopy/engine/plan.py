@@ -26,9 +26,9 @@ class PlannedFile:
     """A regular file to copy, with the size, mode and mtime the walk saw."""
 
     path: str
-    """Relative POSIX path, also the destination path."""
-    source: str
-    """The file's local path (a string: a ``Path`` per file was a visible share of a plan)."""
+    """Relative POSIX path, also the destination path; the source's is
+    ``Plan.source_prefix + path`` (not stored: a second string per file was a tenth of a
+    large tree's memory)."""
     size: int
     mode: int
     mtime_ns: int
@@ -68,6 +68,11 @@ class Plan:
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
 
+    @property
+    def source_prefix(self) -> str:
+        """What :attr:`root` puts before a relative path, as ``str(root / rel)`` spells it."""
+        return "" if str(self.root) == "." else os.path.join(self.root, "")
+
 
 def scan(root: Path) -> Plan:
     """Plan a copy of the folder ``root``; raise :class:`SourceError` if it is unusable."""
@@ -85,19 +90,15 @@ def scan(root: Path) -> Plan:
         message = f"cannot read {what}'{failure.path}': {describe_os_error(failure.error)}"
         plan.unreadable.append((failure.rel, message))
 
-    # ``root / rel`` as a string, as ``str(root / rel)`` would spell it.
-    prefix = "" if str(root) == "." else os.path.join(root, "")
+    prefix = plan.source_prefix
     for rel, est in walk_tree(root, skip=(META_DIR,), onerror=unreadable):
         mode = est.st_mode
-        path = prefix + rel
         if stat.S_ISREG(mode):
-            plan.files.append(
-                PlannedFile(rel, path, est.st_size, stat.S_IMODE(mode), est.st_mtime_ns)
-            )
+            plan.files.append(PlannedFile(rel, est.st_size, stat.S_IMODE(mode), est.st_mtime_ns))
         elif stat.S_ISDIR(mode):
             plan.dirs.append(PlannedDir(rel, stat.S_IMODE(mode), est.st_mtime_ns))
         elif stat.S_ISLNK(mode):
-            plan.links.append(PlannedLink(rel, os.readlink(path)))
+            plan.links.append(PlannedLink(rel, os.readlink(prefix + rel)))
         else:
-            plan.skipped.append(f"skipped special file (FIFO, socket or device): {path}")
+            plan.skipped.append(f"skipped special file (FIFO, socket or device): {prefix + rel}")
     return plan

@@ -271,6 +271,9 @@ class SourceOpener:
     relative path.
     """
 
+    prefix: str
+    """The plan's :attr:`~finalcopy.engine.plan.Plan.source_prefix`: a file's local path
+    is ``prefix + path``."""
     algorithm: Algorithm
     chunk_size: int
     cancel: threading.Event
@@ -284,7 +287,13 @@ class SourceOpener:
     def _source(self, f: PlannedFile, limiter: BandwidthLimiter | None) -> FileChunkSource:
         inspector = self.inspectors(f.path) if self.inspectors else None
         return FileChunkSource(
-            f.source, f.size, self.algorithm, self.chunk_size, self.cancel, inspector, limiter
+            self.prefix + f.path,
+            f.size,
+            self.algorithm,
+            self.chunk_size,
+            self.cancel,
+            inspector,
+            limiter,
         )
 
     def digest(self, f: PlannedFile) -> str:

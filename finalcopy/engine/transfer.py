@@ -119,6 +119,7 @@ class Transfer:
         self.options = options
         self.readback = options.verify == "readback"
         """Files are read back as they are committed (asked once, not per file)."""
+        self.keep_proofs = options.keep_proofs
         self.progress = Progress(say)
         self.fatal: FinalcopyError | None = None
 
@@ -238,7 +239,7 @@ class Transfer:
             return
         report = self.report
         self.progress.done += f.size
-        if committed:
+        if committed and self.keep_proofs:
             report.written.append(transfer.path)
         report.times.add(transfer.times)
         if isinstance(transfer.error, NoSpaceError | DestinationUnusable):
@@ -249,13 +250,14 @@ class Transfer:
         """A verified file: counted, proven, in the ledger, announced."""
         report = self.report
         self.progress.done += f.size
-        report.written.append(transfer.path)
         report.times.add(transfer.times)
         digest = source.digest()
-        if self.readback:
-            report.proven[f.path] = digest  # compared with the read-back
-        if source.seen is not None:
-            report.seen[f.path] = source.seen
+        if self.keep_proofs:
+            report.written.append(transfer.path)
+            if self.readback:
+                report.proven[f.path] = digest  # compared with the read-back
+            if source.seen is not None:
+                report.seen[f.path] = source.seen
         self.ledger.records[f.path] = StateRecord(
             f.path, f.size, f.mtime_ns, transfer.dest_mtime_ns, self.sources.algorithm.name, digest
         )

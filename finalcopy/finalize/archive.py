@@ -165,7 +165,7 @@ class ArchiveStep:
         try:
             # Into the project's copy, whose lock the run holds; a file there is kept
             # aside like the copy's own (see finalize.rollback.Rollback).
-            options = replace(self.options, lock=False, backup_dir=REPLACED_DIR)
+            options = replace(self.options, lock=False, backup_dir=REPLACED_DIR, keep_proofs=True)
             report = await copy_tree(
                 folder, output, options, dest=target, events=events, cancel=self.cancel
             )

@@ -118,6 +118,7 @@ class ProjectCopy:
             inspectors=_inspectors(self.name, artifacts),
             lock=False,  # held by this finalization for longer (see target.choose_target)
             backup_dir=REPLACED_DIR,
+            keep_proofs=True,  # the deletion's proofs, the rollback's list
         )
         report = await copy_tree(
             self.source,
