@@ -33,6 +33,13 @@ What a crash at any instant leaves, with batches synced together:
   final name, never a partial file; a re-run finds it missing or different
   and copies it again. The state file, which lets a re-run skip files, is
   written after the files it names are published.
+
+A large file need not wait for its ``fsync`` to reach the device: with a
+lot of memory the kernel's background write-back starts only after 30 s or
+gigabytes of dirty pages, so every byte of a file would go to the device
+during its ``fsync``, with the copy waiting. :func:`start_writeback` hands
+each range to the device as soon as it is written (as PostgreSQL's
+``backend_flush_after`` does), so the device works while the copy goes on.
 """
 
 from __future__ import annotations
@@ -45,13 +52,16 @@ import re
 from collections.abc import Callable
 from functools import cache
 
-__all__ = ["BATCH_SYNC_FS_TYPES", "batch_sync_usable", "syncfs"]
+__all__ = ["BATCH_SYNC_FS_TYPES", "batch_sync_usable", "start_writeback", "syncfs"]
 
 #: File systems whose ``syncfs`` writes every dirty file's data and reports write-back errors.
 BATCH_SYNC_FS_TYPES = frozenset({"ext4", "xfs", "btrfs"})
 
 #: The first Linux release whose ``syncfs`` returns write-back errors.
 _ERRORS_REPORTED_SINCE = (5, 8)
+
+#: ``sync_file_range(2)``'s flag that starts the write-back of a range and waits for nothing.
+_SYNC_FILE_RANGE_WRITE = 2
 
 
 def _kernel_release(release: str) -> tuple[int, int]:
@@ -69,6 +79,23 @@ def _libc_syncfs() -> Callable[[int], int] | None:
     except (OSError, AttributeError):
         return None
     return function
+
+
+@cache
+def _libc_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """The C library's ``sync_file_range`` (Linux only), or None where there is none."""
+    if os.uname().sysname != "Linux":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    # 64-bit offsets: without argtypes ctypes would pass a C int, wrong past 2 GiB.
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    typed: Callable[[int, int, int, int], int] = function
+    return typed
 
 
 def batch_sync_usable(fs_type: str, release: str | None = None) -> bool:
@@ -90,3 +117,19 @@ def syncfs(fd: int) -> None:
     if function(fd) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
+
+
+def start_writeback(fd: int, offset: int, nbytes: int) -> bool:
+    """Start writing ``nbytes`` of ``fd`` from ``offset`` to the device; whether the hint was taken.
+
+    Only a hint, so its failure is ignored (False tells the caller to stop
+    hinting that file): the ``fsync`` or ``syncfs`` that must follow is what
+    proves the file durable. The hint starts the same write-back the
+    kernel's flusher would start later, and an I/O error of that write-back
+    is kept for the ``fsync`` and ``syncfs`` to report, because only
+    ``SYNC_FILE_RANGE_WRITE`` is passed: the ``WAIT`` flags would consume the
+    file's error (``file_check_and_advance_wb_err``) before its ``fsync``
+    could report it, the failure PostgreSQL's "fsyncgate" was about.
+    """
+    function = _libc_sync_file_range()
+    return function is not None and function(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE) == 0
