@@ -89,7 +89,7 @@ def check_room(free: int | None, needed: int, where: str) -> str | None:
 
 async def _fresh_name(outer: Backend) -> str:
     while True:
-        name = PREFIX + secrets.token_hex(4)
+        name = PREFIX + secrets.token_hex(16)  # unguessable: the folder is removed after
         (st,) = await outer.stat([name])
         if st is None:
             return name

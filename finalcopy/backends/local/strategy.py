@@ -236,18 +236,23 @@ def probe_symlinks(directory: Path) -> bool:
 
 
 def choose_strategy(
-    path: Path, metadata: MetadataMode = "auto", *, use_fs_type: bool = True
+    path: Path,
+    metadata: MetadataMode = "auto",
+    *,
+    use_fs_type: bool = True,
+    fs: tuple[str, Path] | None = None,
 ) -> Strategy:
     """Decide whether POSIX metadata is kept at ``path``, and say why.
 
     ``use_fs_type=False`` skips the file-system-type shortcut so that the
     probe alone decides (tests use it to prove the probe on a real mount).
+    ``fs`` is :func:`filesystem_type` of ``path`` when the caller has it.
     """
     if metadata == "posix":
         return Strategy(True, "local POSIX: mode and mtime preserved (--metadata posix)")
     if metadata == "none":
         return Strategy(False, f"{_NO_METADATA} (--metadata none)")
-    fs_type, mount_point = filesystem_type(path)
+    fs_type, mount_point = fs or filesystem_type(path)
     if use_fs_type and fs_type in NO_METADATA_FS_TYPES:
         return Strategy(False, f"{_NO_METADATA} ({mount_point} is {fs_type})")
     ancestor = nearest_existing(path)
@@ -261,10 +266,11 @@ def choose_strategy(
 
 def _strategy_for(path: Path, metadata: MetadataMode) -> tuple[Strategy, bool, str]:
     """The strategy, whether links can be made, and the file system's type."""
-    strategy = choose_strategy(path, metadata)
+    fs = filesystem_type(path)  # read once: the mount table is parsed for it
+    strategy = choose_strategy(path, metadata, fs=fs)
     ancestor = nearest_existing(path)
     symlinks = strategy.posix_metadata or not ancestor.is_dir() or probe_symlinks(ancestor)
-    return strategy, symlinks, filesystem_type(path)[0]
+    return strategy, symlinks, fs[0]
 
 
 async def open_local_backend(path: Path, options: DestinationOptions) -> Backend:
