@@ -318,3 +318,29 @@ async def test_a_plain_copy_holds_under_a_kilobyte_per_file(tmp_path: Path) -> N
     await peak(50)  # first-use allocations (imports, caches) out of the way
     slope = (await peak(8_500) - await peak(500)) / 8_000
     assert slope < 1_000, f"{slope:.0f} bytes per file"
+
+
+async def test_a_copy_whose_check_could_not_run_stays_in_place_unrecorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lost connection while the committed file is hashed proves nothing wrong: the
+    file keeps its name (its previous content is already replaced) but no record, the
+    copy fails, and a re-run proves it. Only a file proven wrong is removed."""
+    files = {"a.txt": b"alpha\n", "d/b.txt": b"beta\n"}
+    src, dst = make_tree(tmp_path / "src", files), tmp_path / "dst"
+
+    def no_read_back(dir_fd: int, name: str, algorithm: Algorithm, drop: bool) -> str:
+        raise OSError(errno.EIO, "read error")
+
+    class Unreachable(LocalBackend):
+        async def hash_file(self, path: str, algorithm: Algorithm) -> str:
+            raise ConnectionLostError(f"connection lost while hashing '{path}'")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(local_sending, "hash_at", no_read_back)
+        report = await copy_tree(src, Unreachable(dst), CopyOptions())
+    assert sorted(report.failed) == sorted(files) and "connection lost" in report.failed["a.txt"]
+    assert tree_content(dst) == files and dict(report.digests) == {}
+    again = await copy_tree(src, LocalBackend(dst), CopyOptions())
+    assert again.ok and sorted(again.digests) == sorted(files)
+    assert tree_content(dst) == files

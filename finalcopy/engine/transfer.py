@@ -271,7 +271,14 @@ class Transfer:
     async def _verify(
         self, f: PlannedFile, source: FileChunkSource, transfer: FileTransfer
     ) -> FinalcopyError | None:
-        """Why the committed file cannot be trusted (then removed from its name), or None."""
+        """Why the committed file cannot be trusted, or None.
+
+        A file proven wrong is removed from its name. One whose check could
+        not run (a lost connection while the server hashed it) is left there,
+        most likely right, but not recorded: the copy fails, a re-run checks
+        or copies it again, and ``run`` rolls it back. Removing it would leave
+        nothing at a name whose previous content the rename already replaced.
+        """
         backend, algorithm = self.backend, self.sources.algorithm
         mode = self.options.verify
         try:
@@ -290,9 +297,11 @@ class Transfer:
                     raise VerificationError(
                         f"'{backend.describe(transfer.path)}' has the wrong size after copy"
                     )
-        except FinalcopyError as exc:
+        except VerificationError as exc:
             # A final name must not keep content we know is wrong.
             with contextlib.suppress(FinalcopyError):
                 await backend.remove(transfer.path)
+            return exc
+        except FinalcopyError as exc:
             return exc
         return None
