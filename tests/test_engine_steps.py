@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import errno
 import itertools
+import os
 import threading
 import time
 import tracemalloc
 from collections import Counter
 from pathlib import Path
 
+import anyio
 import blake3
 import pytest
 
@@ -344,3 +346,32 @@ async def test_a_copy_whose_check_could_not_run_stays_in_place_unrecorded(
     again = await copy_tree(src, LocalBackend(dst), CopyOptions())
     assert again.ok and sorted(again.digests) == sorted(files)
     assert tree_content(dst) == files
+
+
+async def test_folders_are_sealed_several_at_once_and_all_tried(tmp_path: Path) -> None:
+    """Over SFTP a seal is a round trip: they overlap. One that fails does not stop the
+    others, and the copy reports it as one finalcopy error, not an exception group."""
+    files = {f"p{i}/sub/f.txt": b"x" for i in range(12)}
+    src = make_tree(tmp_path / "src", files)
+    for folder in sorted(src.rglob("*"), reverse=True):
+        if folder.is_dir():
+            os.utime(folder, ns=(1_000_000_000, 1_000_000_000))
+    in_flight, most = 0, 0
+
+    class Latent(LocalBackend):
+        async def set_metadata(self, path: str, *, mode: int, mtime_ns: int) -> None:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            await anyio.sleep(0.01)  # a round trip
+            in_flight -= 1
+            if path == "p3":
+                raise DestinationError("cannot set metadata of 'p3': refused")
+            await super().set_metadata(path, mode=mode, mtime_ns=mtime_ns)
+
+    with pytest.raises(DestinationError, match="p3"):
+        await copy_tree(src, Latent(tmp_path / "dst"), CopyOptions())
+    assert most > 1
+    sealed = [d for d in (tmp_path / "dst").rglob("*") if d.is_dir() and d.name != ".finalcopy"]
+    assert len(sealed) == 24
+    assert {d.stat().st_mtime_ns for d in sealed if d.name != "p3"} == {1_000_000_000}
