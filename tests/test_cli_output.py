@@ -197,3 +197,46 @@ def test_stats_interval_and_forced_live_display(tmp_path: Path) -> None:
     assert live.returncode == 0, live.stderr
     assert "━" in live.stderr and "23/23 files" in live.stderr  # rich, though stderr is a pipe
     assert live.stdout.startswith("copied 23 file(s)")
+
+
+def test_a_long_listing_is_a_line_every_interval_and_a_json_event() -> None:
+    """Without a terminal, the walk of a huge source shows as ``--stats`` lines; in JSON
+    as ``listing`` events (docs/json.md); ``-q`` says nothing."""
+    import io
+
+    from finalcopy.cli.render.engine import JsonRenderer, PlainRenderer, QuietRenderer
+    from finalcopy.engine.events import Listing
+
+    now = [0.0]
+    err, out = io.StringIO(), io.StringIO()
+    plain = PlainRenderer(out=out, err=err, clock=lambda: now[0], interval=10.0)
+    for second, files in ((5, 1_000), (11, 2_500), (15, 3_000), (22, 12_345)):
+        now[0] = second
+        plain(Listing(files=files, bytes=files * 1024))
+    assert err.getvalue().splitlines() == [
+        "listing the source: 2,500 file(s), 2.4 MiB so far",
+        "listing the source: 12,345 file(s), 12.1 MiB so far",
+    ]
+    assert out.getvalue() == ""
+    json_out = io.StringIO()
+    JsonRenderer(json_out)(Listing(files=7, bytes=70))
+    line = json.loads(json_out.getvalue())
+    assert (line["kind"], line["files"], line["bytes"]) == ("listing", 7, 70)
+    assert TIME.match(line["time"])
+    quiet_err = io.StringIO()
+    QuietRenderer(err=quiet_err)(Listing(files=7, bytes=70))
+    assert quiet_err.getvalue() == ""
+
+
+def test_a_long_listing_shows_on_the_live_display() -> None:
+    import io
+
+    from rich.console import Console
+
+    from finalcopy.cli.render.live import RichRenderer
+    from finalcopy.engine.events import Listing
+
+    live = RichRenderer(console=Console(file=io.StringIO(), force_terminal=True, width=120))
+    live(Listing(files=12_345, bytes=3 << 30))
+    (task,) = live.progress.tasks
+    assert task.fields["files"] == "listing: 12,345 file(s), 3.0 GiB"

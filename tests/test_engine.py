@@ -21,7 +21,7 @@ from finalcopy.engine import (
     verify_tree,
 )
 from finalcopy.engine.manifest import format_manifest, parse_manifest
-from finalcopy.engine.plan import Plan, scan
+from finalcopy.engine.plan import Listed, Plan, scan
 from finalcopy.errors import SourceError, UsageError
 from tests.support.fixtures import require_tool
 from tests.support.trees import make_tree, tree_content
@@ -161,8 +161,8 @@ async def test_source_changing_size_during_copy_fails_that_file(
 ) -> None:
     src = make_tree(tmp_path / "src", {"grows": b"x" * 100_000, "ok": b"fine"})
 
-    def scan_then_grow(root: Path) -> Plan:
-        plan = scan(root)
+    def scan_then_grow(root: Path, listed: Listed | None = None) -> Plan:
+        plan = scan(root, listed)
         with open(root / "grows", "ab") as f:
             f.write(b"more")
         return plan

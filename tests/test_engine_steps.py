@@ -10,7 +10,9 @@ import threading
 import time
 import tracemalloc
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import blake3
@@ -21,7 +23,10 @@ from finalcopy.backends.local import LocalBackend
 from finalcopy.backends.local import backend as local_backend
 from finalcopy.backends.local import sending as local_sending
 from finalcopy.engine import CopyOptions, Event, Retry, copy_tree, verify_tree
+from finalcopy.engine import copier as copier_module
 from finalcopy.engine import ledger as ledger_module
+from finalcopy.engine import plan as plan_module
+from finalcopy.engine.events import Listing, PlanReady
 from finalcopy.engine.layout import Layout
 from finalcopy.engine.manifest import format_manifest
 from finalcopy.engine.plan import PlannedFile, scan
@@ -30,6 +35,7 @@ from finalcopy.engine.source import FileChunkSource
 from finalcopy.engine.state import StateRecord
 from finalcopy.errors import ConnectionLostError, DestinationError
 from finalcopy.hashing import Algorithm, get_algorithm
+from finalcopy.tree import walk_tree
 from tests.support.trees import make_tree, tree_content
 
 pytestmark = pytest.mark.anyio
@@ -375,3 +381,31 @@ async def test_folders_are_sealed_several_at_once_and_all_tried(tmp_path: Path) 
     sealed = [d for d in (tmp_path / "dst").rglob("*") if d.is_dir() and d.name != ".finalcopy"]
     assert len(sealed) == 24
     assert {d.stat().st_mtime_ns for d in sealed if d.name != "p3"} == {1_000_000_000}
+
+
+async def test_a_long_listing_of_the_source_is_shown_as_it_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tree of millions of files takes minutes to list: the operator sees the count grow
+    (``listing`` events, before the plan); a short listing says nothing."""
+    src = make_tree(tmp_path / "src", {f"d{i // 10}/f{i:03d}": b"x" * i for i in range(60)})
+    seen: list[Event] = []
+    await copy_tree(src, LocalBackend(tmp_path / "quick"), CopyOptions(), events=seen.append)
+    assert not [e for e in seen if isinstance(e, Listing)]
+
+    real_walk = walk_tree
+
+    def slow_walk(*args: Any, **kwargs: Any) -> Iterator[tuple[str, os.stat_result]]:
+        for entry in real_walk(*args, **kwargs):
+            time.sleep(0.005)  # a slow disk, or a network file system
+            yield entry
+
+    monkeypatch.setattr(plan_module, "walk_tree", slow_walk)
+    monkeypatch.setattr(copier_module, "LISTING_SECONDS", 0.02)
+    seen.clear()
+    await copy_tree(src, LocalBackend(tmp_path / "slow"), CopyOptions(), events=seen.append)
+    listing = [e for e in seen if isinstance(e, Listing)]
+    first_plan = next(i for i, e in enumerate(seen) if isinstance(e, PlanReady))
+    assert len(listing) >= 3 and all(seen.index(e) < first_plan for e in listing)
+    counts = [(e.files, e.bytes) for e in listing]
+    assert counts == sorted(counts) and counts[-1][0] <= 60 and counts[-1][0] > counts[0][0]

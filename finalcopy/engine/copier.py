@@ -28,17 +28,17 @@ import anyio.to_thread
 
 from finalcopy.backends.base import Backend, DestStat
 from finalcopy.engine.entries import link_tree, move_aside, seal_tree
-from finalcopy.engine.events import EventSink, FileFinished, Notice, PlanReady, discard
+from finalcopy.engine.events import EventSink, FileFinished, Listing, Notice, PlanReady, discard
 from finalcopy.engine.layout import Layout
 from finalcopy.engine.ledger import Ledger
 from finalcopy.engine.lock import DestinationLock
 from finalcopy.engine.options import Clock, CopyOptions, CopyReport, Reporter
-from finalcopy.engine.plan import PlannedFile, scan
+from finalcopy.engine.plan import Listed, Plan, PlannedFile, scan
 from finalcopy.engine.proof import compare_hashes, reprove
 from finalcopy.engine.skip import hinted_by_records, matching_records, same_size
 from finalcopy.engine.source import SourceOpener
 from finalcopy.engine.transfer import Transfer
-from finalcopy.errors import Interrupted, NoSpaceError, UsageError
+from finalcopy.errors import Interrupted, NoSpaceError, UsageError, unwrap_group
 from finalcopy.paths import is_inside
 
 
@@ -68,7 +68,7 @@ async def copy_tree(
         str(source), backend.describe(dest), algorithm.name, options.verify, dry_run=options.dry_run
     )
     say = Reporter(report, events)
-    plan = await anyio.to_thread.run_sync(scan, source)
+    plan = await _list(source, events)
     check_not_inside(source, backend, dest)
     report.files, report.bytes = len(plan.files), plan.total_bytes
     if backend.strategy:
@@ -97,6 +97,33 @@ async def copy_tree(
         await _write(layout, ledger, sources, todo, options, say)
     report.duration = clock() - started
     return report
+
+
+#: A walk of the source longer than this is shown as it goes, at this pace (a million
+#: files take a minute or more to list on a disk; a project, a fraction of a second).
+LISTING_SECONDS = 1.0
+
+
+async def _list(source: Path, events: EventSink) -> Plan:
+    """:func:`scan` in a worker thread, with a :class:`Listing` event every
+    :data:`LISTING_SECONDS` while it lasts."""
+    listed = Listed()
+
+    async def tell() -> None:
+        while True:
+            await anyio.sleep(LISTING_SECONDS)
+            events(Listing(files=listed.files, bytes=listed.bytes))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tell)
+            try:
+                plan = await anyio.to_thread.run_sync(scan, source, listed)
+            finally:
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # the walk's error, as the caller would see it alone
+        raise unwrap_group(group) from None
+    return plan
 
 
 def check_not_inside(source: Path, backend: Backend, dest: str) -> None:

@@ -91,6 +91,14 @@ class BytesProgress(Event, kind="progress"):
 
 
 @dataclass(frozen=True)
+class Listing(Event, kind="listing"):
+    """The source is still being listed: files and bytes found so far (long walks only)."""
+
+    files: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
 class Notice(Event, kind="notice"):
     """Something the operator should read: a skipped special file, the chosen strategy."""
 

@@ -74,8 +74,19 @@ class Plan:
         return "" if str(self.root) == "." else os.path.join(self.root, "")
 
 
-def scan(root: Path) -> Plan:
-    """Plan a copy of the folder ``root``; raise :class:`SourceError` if it is unusable."""
+@dataclass
+class Listed:
+    """Files and bytes a walk has found so far: written by the walk's thread, read by another."""
+
+    files: int = 0
+    bytes: int = 0
+
+
+def scan(root: Path, listed: Listed | None = None) -> Plan:
+    """Plan a copy of the folder ``root``; raise :class:`SourceError` if it is unusable.
+
+    ``listed`` is kept up to date as files are found, for a progress display.
+    """
     try:
         st = os.stat(root)
     except OSError as exc:
@@ -91,10 +102,13 @@ def scan(root: Path) -> Plan:
         plan.unreadable.append((failure.rel, message))
 
     prefix = plan.source_prefix
+    listed = listed or Listed()
     for rel, est in walk_tree(root, skip=(META_DIR,), onerror=unreadable):
         mode = est.st_mode
         if stat.S_ISREG(mode):
             plan.files.append(PlannedFile(rel, est.st_size, stat.S_IMODE(mode), est.st_mtime_ns))
+            listed.files += 1
+            listed.bytes += est.st_size
         elif stat.S_ISDIR(mode):
             plan.dirs.append(PlannedDir(rel, stat.S_IMODE(mode), est.st_mtime_ns))
         elif stat.S_ISLNK(mode):

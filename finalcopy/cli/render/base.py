@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO
 
 if TYPE_CHECKING:
-    from finalcopy.engine.events import Event
+    from finalcopy.engine.events import Event, Listing
 
 
 class Renderer(Protocol):
@@ -31,6 +31,11 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+def listing_text(event: Listing) -> str:
+    """``12,345 file(s), 3.2 GiB``: what a long walk of the source has found."""
+    return f"{event.files:,} file(s), {human_bytes(event.bytes)}"
 
 
 class Output:

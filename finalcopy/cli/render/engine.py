@@ -16,13 +16,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from finalcopy.cli.render.base import Output, Renderer, display_kind, human_bytes
+from finalcopy.cli.render.base import Output, Renderer, display_kind, human_bytes, listing_text
 from finalcopy.cli.render.counts import LARGE_FILE, Counts
 from finalcopy.engine.events import (
     BytesProgress,
     Event,
     FileFailed,
     FileFinished,
+    Listing,
     Notice,
     PlanReady,
     Retry,
@@ -130,6 +131,11 @@ class PlainRenderer:
             if self.interval > 0 and now - self.last >= self.interval and event.total:
                 self.last = now
                 self.note(self.progress_line(event.done, event.total, now - self.started))
+        elif isinstance(event, Listing):
+            now = self.clock()
+            if self.interval > 0 and now - self.last >= self.interval:
+                self.last = now
+                self.note(f"listing the source: {listing_text(event)} so far")
 
     def progress_line(self, done: int, total: int, elapsed: float) -> str:
         """``42.0% 1.2 GiB / 2.9 GiB, 95.3 MiB/s, 12/440 files, 0:00:13 elapsed``."""

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import TaskID
 
-from finalcopy.cli.render.base import Output, human_bytes
+from finalcopy.cli.render.base import Output, human_bytes, listing_text
 from finalcopy.cli.render.counts import LARGE_FILE, Counts
 from finalcopy.cli.render.progress import LiveDisplay, progress_display, task_total
 from finalcopy.engine import events
@@ -41,6 +41,8 @@ class RichRenderer(LiveDisplay):
                 self.overall, completed=event.done, total=event.total, files=str(self.counts)
             )
             self._update_files(event.active)
+        elif isinstance(event, events.Listing):
+            self.progress.update(self.overall, files=f"listing: {listing_text(event)}")
         elif isinstance(event, events.FileFailed):
             self.print(f"[red]FAILED[/red] {escape(event.path)}: {escape(event.error)}")
         elif isinstance(event, events.Notice):
