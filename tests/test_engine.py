@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -161,8 +162,10 @@ async def test_source_changing_size_during_copy_fails_that_file(
 ) -> None:
     src = make_tree(tmp_path / "src", {"grows": b"x" * 100_000, "ok": b"fine"})
 
-    def scan_then_grow(root: Path, listed: Listed | None = None) -> Plan:
-        plan = scan(root, listed)
+    def scan_then_grow(
+        root: Path, listed: Listed | None = None, cancel: threading.Event | None = None
+    ) -> Plan:
+        plan = scan(root, listed, cancel)
         with open(root / "grows", "ab") as f:
             f.write(b"more")
         return plan

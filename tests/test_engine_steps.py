@@ -33,7 +33,7 @@ from finalcopy.engine.plan import PlannedFile, scan
 from finalcopy.engine.skip import hinted_by_records, matching_records, same_size
 from finalcopy.engine.source import FileChunkSource
 from finalcopy.engine.state import StateRecord
-from finalcopy.errors import ConnectionLostError, DestinationError
+from finalcopy.errors import ConnectionLostError, DestinationError, Interrupted
 from finalcopy.hashing import Algorithm, get_algorithm
 from finalcopy.tree import walk_tree
 from tests.support.trees import make_tree, tree_content
@@ -409,3 +409,26 @@ async def test_a_long_listing_of_the_source_is_shown_as_it_goes(
     assert len(listing) >= 3 and all(seen.index(e) < first_plan for e in listing)
     counts = [(e.files, e.bytes) for e in listing]
     assert counts == sorted(counts) and counts[-1][0] <= 60 and counts[-1][0] > counts[0][0]
+
+
+async def test_an_interrupt_stops_a_long_listing_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while millions of files are listed: the walk stops at once, not at its end,
+    and the destination is never touched."""
+    src = make_tree(tmp_path / "src", {f"f{i:03d}": b"x" for i in range(60)})
+    walked: list[str] = []
+
+    def slow_walk(*args: Any, **kwargs: Any) -> Iterator[tuple[str, os.stat_result]]:
+        for rel, st in walk_tree(*args, **kwargs):
+            walked.append(rel)
+            time.sleep(0.05)
+            yield rel, st
+
+    monkeypatch.setattr(plan_module, "walk_tree", slow_walk)
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    with pytest.raises(Interrupted, match="listing"):
+        await copy_tree(src, LocalBackend(tmp_path / "dst"), CopyOptions(), cancel=cancel)
+    assert 0 < len(walked) < 60
+    assert not (tmp_path / "dst").exists()

@@ -68,7 +68,8 @@ async def copy_tree(
         str(source), backend.describe(dest), algorithm.name, options.verify, dry_run=options.dry_run
     )
     say = Reporter(report, events)
-    plan = await _list(source, events)
+    cancel = cancel or threading.Event()
+    plan = await _list(source, events, cancel)
     check_not_inside(source, backend, dest)
     report.files, report.bytes = len(plan.files), plan.total_bytes
     if backend.strategy:
@@ -83,7 +84,7 @@ async def copy_tree(
         plan.source_prefix,
         algorithm,
         options.chunk_size,
-        cancel or threading.Event(),
+        cancel,
         options.inspectors,
         options.bwlimit,
     )
@@ -104,9 +105,9 @@ async def copy_tree(
 LISTING_SECONDS = 1.0
 
 
-async def _list(source: Path, events: EventSink) -> Plan:
+async def _list(source: Path, events: EventSink, cancel: threading.Event) -> Plan:
     """:func:`scan` in a worker thread, with a :class:`Listing` event every
-    :data:`LISTING_SECONDS` while it lasts."""
+    :data:`LISTING_SECONDS` while it lasts; ``cancel`` stops it."""
     listed = Listed()
 
     async def tell() -> None:
@@ -118,7 +119,7 @@ async def _list(source: Path, events: EventSink) -> Plan:
         async with anyio.create_task_group() as tg:
             tg.start_soon(tell)
             try:
-                plan = await anyio.to_thread.run_sync(scan, source, listed)
+                plan = await anyio.to_thread.run_sync(scan, source, listed, cancel)
             finally:
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:  # the walk's error, as the caller would see it alone

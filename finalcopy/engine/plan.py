@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finalcopy.errors import SourceError, describe_os_error
+from finalcopy.errors import Interrupted, SourceError, describe_os_error
 from finalcopy.tree import WalkFailure, walk_tree
 
 #: Folder at the top of a destination holding finalcopy's own files (manifest, state).
@@ -82,10 +83,12 @@ class Listed:
     bytes: int = 0
 
 
-def scan(root: Path, listed: Listed | None = None) -> Plan:
+def scan(root: Path, listed: Listed | None = None, cancel: threading.Event | None = None) -> Plan:
     """Plan a copy of the folder ``root``; raise :class:`SourceError` if it is unusable.
 
     ``listed`` is kept up to date as files are found, for a progress display.
+    Setting ``cancel`` stops the walk (:class:`Interrupted`): listing millions of
+    files takes minutes, and an operator's Ctrl-C must not wait for its end.
     """
     try:
         st = os.stat(root)
@@ -104,6 +107,8 @@ def scan(root: Path, listed: Listed | None = None) -> Plan:
     prefix = plan.source_prefix
     listed = listed or Listed()
     for rel, est in walk_tree(root, skip=(META_DIR,), onerror=unreadable):
+        if cancel is not None and cancel.is_set():
+            raise Interrupted("interrupted while listing the source")
         mode = est.st_mode
         if stat.S_ISREG(mode):
             plan.files.append(PlannedFile(rel, est.st_size, stat.S_IMODE(mode), est.st_mtime_ns))
