@@ -12,16 +12,12 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Sequence
 
-import anyio
-
 from finalcopy.backends.base import join
+from finalcopy.backends.fanout import each_tried
 from finalcopy.engine.layout import Layout
 from finalcopy.engine.options import CopyReport, Reporter
 from finalcopy.engine.plan import META_DIR, PlannedDir, PlannedFile
-from finalcopy.errors import FinalcopyError, unwrap_group
-
-#: Folders sealed at once: enough to hide an SFTP round trip, few enough for any server.
-SEALS_IN_FLIGHT = 16
+from finalcopy.errors import FinalcopyError
 
 
 async def move_aside(
@@ -70,34 +66,19 @@ async def link_tree(layout: Layout, say: Reporter, *, keep_written: bool) -> Non
 async def seal_tree(layout: Layout) -> None:
     """Folder metadata, once their content is complete, then durability.
 
-    Folders are sealed :data:`SEALS_IN_FLIGHT` at a time, in no order: a
-    folder's mtime moves when entries are added to it, renamed or removed,
-    never when a subfolder's own metadata is set. Over SFTP each seal is a
-    round trip or two, so one at a time cost a tree of 1,000 folders two
-    seconds per 1 ms of latency. Every folder is tried; the first error is
-    raised after.
+    Folders are sealed several at a time, in no order (:func:`each_tried`):
+    a folder's mtime moves when entries are added to it, renamed or removed,
+    never when a subfolder's own metadata is set. Every folder is tried; the
+    first error is raised after.
     """
     backend, dirs = layout.backend, layout.plan.dirs
     if backend.capabilities.posix_metadata:
-        limiter = anyio.CapacityLimiter(SEALS_IN_FLIGHT)
-        errors: list[FinalcopyError] = []
 
         async def seal(d: PlannedDir) -> None:
-            async with limiter:
-                try:
-                    # Kept writable by their owner, so that a re-run can complete them.
-                    await backend.set_metadata(
-                        layout.path(d.path), mode=d.mode | 0o700, mtime_ns=d.mtime_ns
-                    )
-                except FinalcopyError as exc:
-                    errors.append(exc)
+            # Kept writable by their owner, so that a re-run can complete them.
+            await backend.set_metadata(
+                layout.path(d.path), mode=d.mode | 0o700, mtime_ns=d.mtime_ns
+            )
 
-        try:
-            async with anyio.create_task_group() as tg:
-                for d in dirs:
-                    tg.start_soon(seal, d)
-        except BaseExceptionGroup as group:  # an interruption, as the caller would see it alone
-            raise unwrap_group(group) from None
-        if errors:
-            raise errors[0]
+        await each_tried(dirs, seal)
     await backend.sync_dirs([layout.path(d.path) for d in dirs] + [layout.path(META_DIR)])
