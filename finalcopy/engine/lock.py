@@ -200,7 +200,7 @@ class DestinationLock:
                         f"'{self.backend.describe(self.folder)}' is being written by {who} "
                         f"(lock '{self.describe()}'); try again when it has finished"
                     )
-                await self._break(owner)
+                await self._take_away(owner.token if owner else None, "stale")
             raise DestinationLocked(f"could not take the lock '{self.describe()}' (contended)")
         finally:
             if not self.held:
@@ -231,9 +231,6 @@ class DestinationLock:
         if latest is None:
             return True  # released meanwhile
         return time.time() - latest.mtime_ns / 1e9 > STALE_SECONDS
-
-    async def _break(self, owner: Owner | None) -> None:
-        await self._take_away(owner.token if owner else None, "stale")
 
     async def _take_away(self, token: str | None, why: str) -> None:
         """Remove the lock if it still belongs to ``token``: renamed aside in one step,
