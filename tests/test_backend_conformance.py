@@ -352,6 +352,7 @@ async def test_links_below_the_root_are_never_followed(dest: Dest, tmp_path: Pat
     ]
     if backend.capabilities.posix_metadata:
         operations.append(lambda: backend.set_metadata("docs/sub", mode=0o777, mtime_ns=0))
+        operations.append(lambda: backend.seal_folders([("docs/sub", 0o777, 0)]))
     for operation in operations:
         assert "docs" in await refused(operation)
     for read in (
@@ -410,6 +411,19 @@ async def test_metadata_is_kept_where_declared_and_never_touched_elsewhere(
         assert (st_dir.mode, st_dir.mtime_ns) == (0o750, MTIME)
     else:
         assert st_file.mtime_ns != MTIME and st_dir.mtime_ns != MTIME
+
+
+async def test_every_folder_is_sealed_and_the_first_failure_raised_after(dest: Dest) -> None:
+    backend = dest.backend
+    await backend.makedirs(["a", "c"])
+    sealed = [("a", 0o750, MTIME), ("missing", 0o750, MTIME), ("c", 0o750, MTIME)]
+    if not backend.capabilities.posix_metadata:
+        await backend.seal_folders(sealed)  # never touched: nothing to fail
+        return
+    with pytest.raises(DestinationError, match="missing"):
+        await backend.seal_folders(sealed)
+    for st in await backend.stat(["a", "c"]):
+        assert st is not None and (st.mode, st.mtime_ns) == (0o750, MTIME)
 
 
 async def test_commit_returns_the_mtime_stat_reports(dest: Dest, tmp_path: Path) -> None:

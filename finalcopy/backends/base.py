@@ -28,8 +28,8 @@ this loop over the one write primitive, :meth:`Backend.open_temp`::
             transfer.readback_digest = await backend.hash_file(transfer.path, algorithm)
 
 The local backend runs a batch in one worker thread, the SFTP backend
-pipelines it: same rules, fewer round trips. Small files
-(:meth:`~Backend.write_bytes`: manifest, state, locks) are a batch of one.
+pipelines it: same rules, fewer round trips. Small files (manifest, state,
+locks: :meth:`~Backend.write_bytes`) are a batch of one.
 
 The rules (``tests/test_backend_conformance.py`` proves each on every backend):
 
@@ -57,8 +57,7 @@ The rules (``tests/test_backend_conformance.py`` proves each on every backend):
 A new backend is a folder beside ``local/`` and ``sftp/`` implementing the
 eight abstract methods of :class:`Backend` and a :class:`TempWriter`, and one
 line in :data:`finalcopy.backends.registry.BACKENDS`. Optional capabilities
-are declared in :class:`Capabilities`; the default of each matching method
-does nothing (or refuses), so a backend overrides it only where it declares it.
+(:class:`Capabilities`) have defaults that do nothing or refuse.
 """
 
 from __future__ import annotations
@@ -76,6 +75,7 @@ from typing import Literal
 import anyio
 import anyio.to_thread
 
+from finalcopy.backends.fanout import each_tried
 from finalcopy.backends.phases import PhaseTimes
 from finalcopy.backends.source import BytesSource, ChunkSource
 from finalcopy.errors import DestinationError, DestinationUnusable, FinalcopyError
@@ -106,11 +106,10 @@ def entry_kind(mode: int) -> EntryKind:
 def temp_name(final_name: str, salt: int = 0) -> str:
     """Temporary name for ``final_name``, fixed-length and deterministic.
 
-    Deterministic so that a re-run after a crash reuses (and so cleans or
-    resumes) the same temporary file; fixed-length so that a 255-byte final
-    name still has a legal temporary name beside it. ``salt`` picks another
-    name of the same shape: the engine uses it when a source file is itself
-    named like a sibling's temporary file (see :attr:`FileTransfer.temp`).
+    Deterministic so that a re-run after a crash reuses (so cleans or resumes)
+    the same temporary file; fixed-length so that a 255-byte final name has a
+    legal temporary name beside it. ``salt`` picks another name of the same
+    shape, for a source file named like a sibling's temporary file.
     """
     key = final_name if not salt else f"{final_name}\0{salt}"
     digest = hashlib.blake2s(key.encode("utf-8", "surrogateescape"), digest_size=8)
@@ -197,8 +196,7 @@ class FileTransfer:
         return NEW_FILE_MODE if self.mode is None else 0o600
 
 
-Batch = Sequence[FileTransfer]
-"""The files of one :meth:`Backend.put_files` call."""
+Batch = Sequence[FileTransfer]  # the files of one Backend.put_files call
 
 
 class TempWriter(ABC):
@@ -302,6 +300,11 @@ class Backend(ABC):
     async def set_metadata(self, path: str, *, mode: int, mtime_ns: int) -> None:  # noqa: B027
         """Apply mode and mtime to a folder; a no-op without ``capabilities.posix_metadata``."""
 
+    async def seal_folders(self, folders: Sequence[tuple[str, int, int]]) -> None:
+        """:meth:`set_metadata` of each ``(path, mode, mtime_ns)``, several in flight (a round
+        trip each over SFTP); every one is tried, the first error raised after."""
+        await each_tried(folders, lambda f: self.set_metadata(f[0], mode=f[1], mtime_ns=f[2]))
+
     async def sync_dirs(self, paths: Sequence[str]) -> None:  # noqa: B027 - nothing to do
         """Make the folders' entries (renames, creations) durable where that is a separate step."""
 
@@ -314,8 +317,8 @@ class Backend(ABC):
     async def prepare(self) -> None:
         """Create the root if needed and prove it writable, else :class:`DestinationUnusable`."""
         # Unpredictable: a fixed name would replace, then remove, a copied file bearing it.
-        # Written and aborted, never synced: a kill -9 leaves it (a leftover to `verify`)
-        # only between two system calls, not during an fsync that a busy disk makes long.
+        # Aborted, never synced: a kill -9 leaves it (a leftover to `verify`) only between
+        # two system calls, not during an fsync that a busy disk makes long.
         try:
             await self.makedirs([""])
             writer = await self.open_temp(fresh_temp_name("finalcopy-write-probe"))
@@ -330,8 +333,7 @@ class Backend(ABC):
 
     async def write_bytes(self, path: str, data: bytes) -> None:
         """Atomically and durably replace the small file ``path`` (its folder made first)."""
-        folder = posixpath.dirname(path)
-        if folder:
+        if folder := posixpath.dirname(path):
             await self.makedirs([folder])
         transfer = FileTransfer(path, BytesSource(data), mode=None, mtime_ns=None)
         await self.put_files([transfer], get_algorithm(DEFAULT_ALGORITHM))
@@ -391,9 +393,8 @@ class Backend(ABC):
     def dest_name(self, path: str) -> str:
         """The path ``path`` is stored under (the same path, unless names are mapped).
 
-        The engine passes every destination path through this after
-        :meth:`name_problems` has seen the whole plan, so a backend that maps
-        names (NTFS with ``--ntfs-names map``) can settle collisions between
-        siblings. The mapping must be injective and keep ``/`` as separator.
+        Every destination path goes through this after :meth:`name_problems` saw the
+        whole plan, so a backend that maps names (NTFS, ``--ntfs-names map``) can
+        settle collisions between siblings; the mapping is injective and keeps ``/``.
         """
         return path

@@ -13,10 +13,9 @@ import posixpath
 from collections.abc import Sequence
 
 from finalcopy.backends.base import join
-from finalcopy.backends.fanout import each_tried
 from finalcopy.engine.layout import Layout
 from finalcopy.engine.options import CopyReport, Reporter
-from finalcopy.engine.plan import META_DIR, PlannedDir, PlannedFile
+from finalcopy.engine.plan import META_DIR, PlannedFile
 from finalcopy.errors import FinalcopyError
 
 
@@ -66,19 +65,14 @@ async def link_tree(layout: Layout, say: Reporter, *, keep_written: bool) -> Non
 async def seal_tree(layout: Layout) -> None:
     """Folder metadata, once their content is complete, then durability.
 
-    Folders are sealed several at a time, in no order (:func:`each_tried`):
-    a folder's mtime moves when entries are added to it, renamed or removed,
-    never when a subfolder's own metadata is set. Every folder is tried; the
-    first error is raised after.
+    Folders are sealed in no order (several at a time over SFTP, all in one
+    worker-thread hop on a local disk): a folder's mtime moves when entries
+    are added to it, renamed or removed, never when a subfolder's own
+    metadata is set. Every folder is tried; the first error is raised after.
     """
     backend, dirs = layout.backend, layout.plan.dirs
     if backend.capabilities.posix_metadata:
-
-        async def seal(d: PlannedDir) -> None:
-            # Kept writable by their owner, so that a re-run can complete them.
-            await backend.set_metadata(
-                layout.path(d.path), mode=d.mode | 0o700, mtime_ns=d.mtime_ns
-            )
-
-        await each_tried(dirs, seal)
+        # Kept writable by their owner, so that a re-run can complete them.
+        sealed = [(layout.path(d.path), d.mode | 0o700, d.mtime_ns) for d in dirs]
+        await backend.seal_folders(sealed)
     await backend.sync_dirs([layout.path(d.path) for d in dirs] + [layout.path(META_DIR)])
