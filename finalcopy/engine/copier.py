@@ -87,6 +87,7 @@ async def copy_tree(
         cancel,
         options.inspectors,
         options.bwlimit,
+        keep_seen=options.keep_proofs,
     )
 
     if not options.dry_run:

@@ -62,14 +62,11 @@ class SourceIdentity:
     def of(cls, st: os.stat_result) -> SourceIdentity:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
-    def same_content_stamps(self, other: SourceIdentity) -> bool:
-        """Equal but for ctime, which also moves when a link is added (the archive's staging)."""
-        return (self.dev, self.ino, self.size, self.mtime_ns) == (
-            other.dev,
-            other.ino,
-            other.size,
-            other.mtime_ns,
-        )
+
+def _content_stamps(st: os.stat_result) -> tuple[int, int, int, int]:
+    """A :class:`SourceIdentity` but for ctime, which also moves when a link is added (the
+    archive's staging): what must not change while a file is read. A tuple, no object."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +102,8 @@ class FileChunkSource:
         cancel: threading.Event,
         inspector: Callable[[], ContentInspector] | None = None,
         limiter: BandwidthLimiter | None = None,
+        *,
+        keep_seen: bool = False,
     ) -> None:
         self.path = path
         self.size = size
@@ -122,17 +121,20 @@ class FileChunkSource:
         """Reads of large files land here; made at the first such read, then reused."""
         self._fd = -1
         self._finished = False
-        self._opened: SourceIdentity | None = None
+        self._opened: tuple[int, int, int, int] = (0, 0, 0, 0)
+        """:func:`_content_stamps` at open."""
         self._opened_ns = 0
+        self._keep_seen = keep_seen
         self.seen: SourceRead | None = None
-        """Set at end of file when the file did not change while it was read."""
+        """With ``keep_seen``, set at end of file when the file did not change while it was
+        read (what ``run``'s deletion relies on; a plain copy spares the objects)."""
         self._digest: str | None = None
 
     def _open(self) -> int:
         try:
             self._opened_ns = time.time_ns()
             self._fd = os.open(self.path, _READ_FLAGS)
-            self._opened = SourceIdentity.of(os.fstat(self._fd))
+            self._opened = _content_stamps(os.fstat(self._fd))
         except OSError as exc:
             raise source_error(exc, self.path) from None
         return self._fd
@@ -233,7 +235,7 @@ class FileChunkSource:
             return
         self._finished = True
         try:
-            assert self._fd >= 0 and self._opened is not None
+            assert self._fd >= 0
             now = os.fstat(self._fd)
         except OSError as exc:
             raise source_error(exc, self.path) from None
@@ -244,10 +246,10 @@ class FileChunkSource:
                 f"'{self.path}' changed size while being copied "
                 f"({self.size} bytes planned, {self.done} read)"
             )
-        identity = SourceIdentity.of(now)
-        if not identity.same_content_stamps(self._opened):
+        if _content_stamps(now) != self._opened:
             raise SourceError(f"'{self.path}' was modified while being copied")
-        self.seen = SourceRead(identity, self._opened_ns)
+        if self._keep_seen:
+            self.seen = SourceRead(SourceIdentity.of(now), self._opened_ns)
         if self._inspector is not None:
             self._inspector.finish()
         self._digest = self._hasher.hexdigest()  # here, in the reading thread, once
@@ -279,6 +281,8 @@ class SourceOpener:
     cancel: threading.Event
     inspectors: InspectorChooser | None = None
     limiter: BandwidthLimiter | None = None
+    keep_seen: bool = False
+    """Each source keeps its :attr:`FileChunkSource.seen` (``run``'s proofs)."""
 
     def open(self, f: PlannedFile) -> FileChunkSource:
         """A source over ``f`` to send, opened at its first read."""
@@ -294,6 +298,7 @@ class SourceOpener:
             self.cancel,
             inspector,
             limiter,
+            keep_seen=self.keep_seen,
         )
 
     def digest(self, f: PlannedFile) -> str:
