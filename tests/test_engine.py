@@ -177,6 +177,36 @@ async def test_source_changing_size_during_copy_fails_that_file(
     assert (tmp_path / "dst/ok").read_bytes() == b"fine"
 
 
+async def test_source_rewritten_at_the_same_size_during_copy_fails_that_file(
+    tmp_path: Path,
+) -> None:
+    """Same size, other bytes, a new mtime while it is read: that file fails, never kept."""
+    size = 3 << 20  # several blocks: the rewrite lands between two reads
+    src = make_tree(tmp_path / "src", {"video.bin": b"a" * size, "ok": b"fine"})
+    path = src / "video.bin"
+
+    class RewriteOnce:
+        done = False
+
+        def feed(self, chunk: memoryview) -> None:
+            if not RewriteOnce.done:
+                RewriteOnce.done = True
+                path.write_bytes(b"b" * size)
+                os.utime(path, ns=(1, 1))  # an mtime that cannot be the one planned
+
+        def finish(self) -> None:
+            pass
+
+    report, _ = await copy(
+        src,
+        tmp_path / "dst",
+        inspectors=lambda rel: RewriteOnce if rel == "video.bin" else None,
+    )
+    assert "modified while being copied" in report.failed["video.bin"]
+    assert not (tmp_path / "dst/video.bin").exists()
+    assert (tmp_path / "dst/ok").read_bytes() == b"fine"
+
+
 async def test_destination_inside_source_is_refused(tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src", {"a": b"a"})
     with pytest.raises(UsageError, match="inside the source"):
