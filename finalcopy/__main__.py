@@ -2,4 +2,5 @@
 
 from finalcopy.cli.app import main
 
-main()
+if __name__ == "__main__":  # not when a tool loads this module under another name
+    main()

@@ -150,3 +150,15 @@ def test_a_block_field_may_not_shadow_another_option() -> None:
 
     with pytest.raises(TypeError, match="appears twice"):
         with_option_blocks(clash)
+
+
+def test_loading_the_main_module_without_running_it_does_nothing() -> None:
+    """Tools that load ``finalcopy.__main__`` under another name (process pools do, to find
+    the parent's functions) must not start a command."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import runpy; runpy.run_module('finalcopy', run_name='loaded')"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (loaded.returncode, loaded.stdout, loaded.stderr) == (0, "", "")
