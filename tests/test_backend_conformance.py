@@ -26,6 +26,7 @@ import pytest
 
 from finalcopy.backends import Backend, DestinationOptions, FileTransfer, open_backend
 from finalcopy.backends.base import is_temp_name, temp_name
+from finalcopy.backends.source import ChunkSource
 from finalcopy.engine import CopyOptions, copy_tree, verify_tree
 from finalcopy.engine.source import FileChunkSource
 from finalcopy.errors import (
@@ -112,10 +113,15 @@ def source_for(path: Path) -> FileChunkSource:
 class ScriptedSource:
     """A chunk source of ``data`` that then raises ``error`` instead of ending."""
 
+    portable = False  # its script lives in this process
+
     def __init__(self, data: bytes, error: FinalcopyError | Interrupted | None = None) -> None:
         self.size = len(data)
         self._chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
         self._error = error
+
+    def adopt(self, read: ChunkSource) -> None:
+        raise TypeError("a scripted source is read where it is")
 
     def read_chunk(self) -> memoryview:
         if self._chunks:

@@ -20,7 +20,7 @@ import pytest
 
 from finalcopy.backends.base import Backend, DestStat, FileTransfer, TempWriter, join
 from finalcopy.backends.local import LocalBackend
-from finalcopy.backends.local import backend as local_backend
+from finalcopy.backends.local import lanes as local_lanes
 from finalcopy.backends.local import sending as local_sending
 from finalcopy.engine import CopyOptions, Event, Retry, copy_tree, verify_tree
 from finalcopy.engine import copier as copier_module
@@ -223,7 +223,7 @@ async def test_on_a_memory_file_system_files_in_flight_are_bounded_by_the_cpus(
     files = {f"d{i % 5}/f{i:03d}.txt": f"file {i}\n".encode() for i in range(300)}
     files.update({f"big{i}.bin": bytes([i]) * (2 << 20) for i in range(6)})
     src = make_tree(tmp_path / "src", files)
-    monkeypatch.setattr(local_backend, "cores", lambda: 2)
+    monkeypatch.setattr(local_lanes, "cores", lambda: 2)
     backend = LocalBackend(tmp_path / "dst", drop_cache=False)
     running: Counter[str] = Counter()
     most: Counter[str] = Counter()

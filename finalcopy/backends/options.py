@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from finalcopy.choices import MetadataMode, NameMode
+
+if TYPE_CHECKING:
+    from finalcopy.backends.local.helpers import Helpers
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,9 @@ class DestinationOptions:
     """Seconds a network operation may go without progress."""
     jobs: int = 4
     """Files the engine keeps in flight (the SFTP backend opens channels to match)."""
+    helpers: Helpers | None = None
+    """Processes a local destination may give batches of small files to (the caller
+    forked them, see :mod:`finalcopy.backends.local.helpers`, and closes them)."""
 
 
 @dataclass(frozen=True)

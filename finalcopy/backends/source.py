@@ -24,6 +24,16 @@ class ChunkSource(Protocol):
     size: int
     """Size of the source file when planned."""
 
+    @property
+    def portable(self) -> bool:
+        """Whether another process may read this source in its place (it pickles unread, and
+        :meth:`adopt` takes back what was read there): a local file with nothing attached."""
+        ...
+
+    def adopt(self, read: ChunkSource) -> None:
+        """Take the outcome of ``read``, this source sent to another process and read there."""
+        ...
+
     def read_block(self, max_bytes: int) -> memoryview:
         """Next bytes, up to ``max_bytes``, read and hashed at once (empty at end of file).
 
@@ -62,10 +72,15 @@ class BytesSource:
     Without a chunk size, its one chunk is all the bytes not yet read.
     """
 
+    portable = False  # in memory: read where it is
+
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.size = len(data)
         self._offset = 0
+
+    def adopt(self, read: ChunkSource) -> None:
+        raise TypeError("bytes in memory are read where they are")
 
     def read_block(self, max_bytes: int) -> memoryview:
         start = self._offset

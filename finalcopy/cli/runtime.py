@@ -13,11 +13,14 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import typer
 
 from finalcopy.errors import EXIT_USAGE, FinalcopyError, Interrupted, unwrap_group
+
+if TYPE_CHECKING:
+    from finalcopy.backends.local.helpers import Helpers
 
 T = TypeVar("T")
 
@@ -112,3 +115,21 @@ def run_cancellable(func: Callable[[threading.Event], Awaitable[T]]) -> T:
             raise unwrap_group(group) from None
     except (FinalcopyError, Interrupted) as exc:
         fail(str(exc), exc.exit_code)
+
+
+def fork_helpers(dest: str) -> Helpers | None:
+    """Helper processes for batches of small files to ``dest`` when it is local (see
+    :mod:`finalcopy.backends.local.helpers`): one per CPU but this process's, forked
+    now, while this process has one thread and a fork costs milliseconds. The caller
+    closes them."""
+    from finalcopy.backends.local.helpers import Helpers
+    from finalcopy.backends.options import SshLocation
+    from finalcopy.backends.registry import parse_destination
+    from finalcopy.cpus import cores
+
+    try:
+        if isinstance(parse_destination(dest), SshLocation):
+            return None
+    except FinalcopyError:
+        return None  # the command reports it, as for any destination it cannot open
+    return Helpers.fork(cores() - 1)

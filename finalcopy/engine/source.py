@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from finalcopy.backends.source import ChunkSource
 from finalcopy.engine.bandwidth import BandwidthLimiter
 from finalcopy.engine.plan import PlannedFile
 from finalcopy.errors import Interrupted, SourceError, source_error
@@ -129,6 +130,42 @@ class FileChunkSource:
         """With ``keep_seen``, set at end of file when the file did not change while it was
         read (what ``run``'s deletion relies on; a plain copy spares the objects)."""
         self._digest: str | None = None
+
+    @property
+    def portable(self) -> bool:
+        # Inspectors and the bandwidth limiter live in this process, and the proofs kept
+        # for run's deletion must be this process's own observation of the file.
+        return (
+            self._new_inspector is None
+            and self.limiter is None
+            and not self._keep_seen
+            and self._fd < 0
+            and self.done == 0
+        )
+
+    def __getstate__(self) -> dict[str, object]:
+        """What another process needs to read this file, or what it read (:meth:`adopt`)."""
+        if self._fd >= 0:
+            raise TypeError(f"'{self.path}' is being read: it cannot move to another process")
+        return {
+            "path": self.path,
+            "size": self.size,
+            "algorithm": self._algorithm,
+            "chunk_size": self._chunk_size,
+            "done": self.done,
+            "finished": self._finished,
+            "digest": self._digest,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]
+            state["path"], state["size"], state["algorithm"], state["chunk_size"], threading.Event()
+        )
+        self.done, self._finished, self._digest = state["done"], state["finished"], state["digest"]
+
+    def adopt(self, read: ChunkSource) -> None:
+        assert isinstance(read, FileChunkSource) and read.path == self.path
+        self.done, self._finished, self._digest = read.done, read._finished, read._digest
 
     def _open(self) -> int:
         try:

@@ -39,9 +39,10 @@ from finalcopy.backends.local.folders import (
     open_regular,
     split_path,
 )
+from finalcopy.backends.local.helpers import Helpers
+from finalcopy.backends.local.lanes import Lanes
 from finalcopy.backends.local.sending import BatchSend, hash_at
 from finalcopy.backends.local.writer import LocalTempWriter, set_fd_metadata
-from finalcopy.cpus import cores
 from finalcopy.errors import DestinationError, FinalcopyError, os_errors
 from finalcopy.hashing import Algorithm
 
@@ -51,9 +52,6 @@ from finalcopy.hashing import Algorithm
 BLOCK = 256 << 10
 #: What ``fsync`` on a folder says where the file system does not do it (some FUSE ones).
 _NO_FOLDER_SYNC = (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP)
-
-
-_NO_LANE = contextlib.nullcontext()
 
 
 def _to_stat(st: os.stat_result) -> DestStat:
@@ -66,18 +64,31 @@ class LocalBackend(Backend):
     block = BLOCK
     """Bytes per read, hash update and write of a file's content."""
 
-    def __init__(self, root: Path, *, drop_cache: bool = True, batch_sync: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        drop_cache: bool = True,
+        batch_sync: bool = False,
+        helpers: Helpers | None = None,
+    ) -> None:
         self.root = str(root)
         self.drop_cache = drop_cache
         """Read files back from the device, not the page cache (False on tmpfs: no device)."""
         self.batch_sync = batch_sync
         """A batch's files of one folder made durable by one ``syncfs`` (see :mod:`.durability`)."""
-        self._memory_lane = anyio.Lock()
-        """Held by the batch of small files being sent to a memory file system (put_files)."""
-        self._memory_slots = anyio.Semaphore(cores())
-        """One per file or batch being sent to a memory file system (put_files)."""
+        self._lanes = Lanes(helpers)
+        """Where each batch runs: a thread, or a helper process (see :mod:`.lanes`)."""
         self.capabilities = Capabilities(posix_metadata=True, symlinks=True, local_path=True)
         self.strategy = "local POSIX: mode and mtime preserved"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # What a helper process needs to send a batch (_put_batch); the lanes stay here.
+        return {k: v for k, v in self.__dict__.items() if k != "_lanes"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lanes = Lanes(None)
 
     async def _run(self, func: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(partial(func, *args))
@@ -331,23 +342,8 @@ class LocalBackend(Backend):
     async def put_files(
         self, transfers: Batch, algorithm: Algorithm, *, on_retry: OnRetry = None
     ) -> None:
-        # One thread hop for the whole batch: the per-file cost of small files
-        # is dominated by event-loop round trips otherwise.
         batch = list(transfers)
-        if self.drop_cache:
-            await self._run(self._put_batch, batch, algorithm)
-            return
-        # In memory (tmpfs) nothing waits for a device: a file is all CPU (copies,
-        # hashes, and for small files mostly Python). More threads than CPUs only
-        # trade the interpreter lock and the caches there: on 2 cores, 2 large
-        # files at once took 10 % less CPU and time than 4, and batches of small
-        # files, which hand the lock over at every system call, 20 % less CPU one
-        # at a time than 4 at once (up to twice as fast on a busy machine). So on
-        # a memory file system at most one file per CPU is sent at once, and one
-        # batch of small files; where a device is behind, and fsync or a read-back
-        # waits for it, files go ``jobs`` at a time.
-        async with self._memory_lane if len(batch) > 1 else _NO_LANE, self._memory_slots:
-            await self._run(self._put_batch, batch, algorithm)
+        await self._lanes.put(self._put_batch, batch, algorithm, memory=not self.drop_cache)
 
     def _put_batch(self, transfers: list[FileTransfer], algorithm: Algorithm) -> None:
         with self._folders() as folders:

@@ -282,7 +282,10 @@ async def open_local_backend(path: Path, options: DestinationOptions) -> Backend
     if strategy.posix_metadata:
         batch_sync = batch_sync_usable(fs_type)
         backend = LocalBackend(
-            path, drop_cache=fs_type not in MEMORY_FS_TYPES, batch_sync=batch_sync
+            path,
+            drop_cache=fs_type not in MEMORY_FS_TYPES,
+            batch_sync=batch_sync,
+            helpers=options.helpers,
         )
         backend.strategy = strategy.reason + (_BATCH_SYNC if batch_sync else "")
     else:

@@ -33,7 +33,7 @@ from finalcopy.cli.options import (
     parse_size,
     with_option_blocks,
 )
-from finalcopy.cli.runtime import fail, run_cancellable, setup_logging
+from finalcopy.cli.runtime import fail, fork_helpers, run_cancellable, setup_logging
 from finalcopy.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -213,9 +213,12 @@ def bench_command(
 
     setup_logging(output.verbose, output.quiet)
     chatty = not (output.json_output or output.quiet)
+    helpers = fork_helpers(dest)  # as copy has them: the same picture
     plan = BenchPlan(
         dest=dest,
-        dest_options=ssh.destination_options(max(s.jobs for s in settings), filesystem),
+        dest_options=replace(
+            ssh.destination_options(max(s.jobs for s in settings), filesystem), helpers=helpers
+        ),
         settings=settings,
         options_for=_options_for(matrix),
         runs=runs,
@@ -236,7 +239,11 @@ def bench_command(
     async def work(cancel: threading.Event) -> BenchResult:
         return await run_bench(plan, say, warn_unless_quiet, cancel)
 
-    result = run_cancellable(work)
+    try:
+        result = run_cancellable(work)
+    finally:
+        if helpers is not None:
+            helpers.close()
     if result.interrupted:
         fail(f"interrupted; '{dest}' is as it was found", EXIT_INTERRUPTED)
     failed = any(r.error for r in result.results)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -10,7 +11,7 @@ import typer
 
 from finalcopy.cli import options as cli
 from finalcopy.cli.destination import check_destination, check_not_a_file
-from finalcopy.cli.runtime import run_cancellable, setup_logging
+from finalcopy.cli.runtime import fork_helpers, run_cancellable, setup_logging
 from finalcopy.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ def copy_command(
     dest_options = ssh.destination_options(jobs, filesystem)
     renderer = output.renderer(log)
 
+    helpers = None if dry_run else fork_helpers(dest)
+    dest_options = dataclasses.replace(dest_options, helpers=helpers)
+
     async def work(cancel: threading.Event) -> CopyReport:
         options.validate()
         check_not_a_file(dest)
@@ -66,7 +70,11 @@ def copy_command(
                 renderer.summary(data, copy_summary(report, options.bwlimit))
         return report
 
-    report = run_cancellable(work)
+    try:
+        report = run_cancellable(work)
+    finally:
+        if helpers is not None:
+            helpers.close()
     if report.interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)

@@ -1,0 +1,257 @@
+"""Helper processes sending batches of small files: complete copies, and what each failure leaves.
+
+Helpers are forked by a process that has one thread, so each scenario runs
+in a fresh interpreter (``_scenario``): the test process itself runs
+threads (anyio's, pytest's plugins').
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from finalcopy.backends.base import FileTransfer
+from finalcopy.backends.local.helpers import Helpers
+from finalcopy.cpus import cores
+from finalcopy.engine.source import FileChunkSource
+from finalcopy.hashing import Algorithm, get_algorithm
+from tests.support.trees import make_tree, tree_content
+
+BLAKE3 = get_algorithm("blake3")
+#: Enough small files for several batches (64 files each) while the first one is sent.
+FILES = {f"d{i % 7}/f{i:04d}.bin": i.to_bytes(4, "big") * 256 for i in range(1500)}
+
+_PRELUDE = """
+import json, os, signal, sys, threading
+from pathlib import Path
+import anyio
+from finalcopy.backends.local import LocalBackend
+from finalcopy.backends.local.helpers import Helpers
+from finalcopy.engine import CopyOptions, copy_tree
+
+src, dst, memory = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "memory"
+helpers = Helpers.fork(1)
+assert helpers is not None, "a single-threaded process forks its helpers"
+backend = LocalBackend(dst, drop_cache=not memory, helpers=helpers)
+cancel = threading.Event()
+options = CopyOptions()
+
+def finish(report, **extra):
+    helpers.close()
+    print(json.dumps({"ok": report.ok, "copied": report.copied, "failed": report.failed,
+                      "interrupted": report.interrupted, "sent": helpers.sent, **extra}))
+"""
+
+
+def _scenario(body: str, src: Path, dst: Path, memory: bool = True) -> dict[str, Any]:
+    """Run ``body`` after :data:`_PRELUDE` in a fresh interpreter; its JSON line."""
+    script = _PRELUDE + textwrap.dedent(body)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(src), str(dst), "memory" if memory else "disk"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def _temporary_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.startswith(".fc-")]
+
+
+@pytest.mark.parametrize("memory", [True, False], ids=["memory", "disk"])
+def test_a_copy_with_a_helper_is_complete_and_the_helper_sent_part_of_it(
+    tmp_path: Path, memory: bool
+) -> None:
+    src, dst = make_tree(tmp_path / "src", FILES), tmp_path / "dst"
+    result = _scenario(
+        "finish(anyio.run(copy_tree, src, backend, options))", src, dst, memory=memory
+    )
+    assert result["ok"] and result["copied"] == len(FILES)
+    assert result["sent"] > 0  # without helpers (or never idle) this is 0
+    assert tree_content(dst) == FILES and not _temporary_files(dst)
+
+
+def test_sources_that_must_be_read_here_never_go_to_a_helper(tmp_path: Path) -> None:
+    """Content inspectors and the pipeline's proofs live in this process."""
+    src, dst = make_tree(tmp_path / "src", FILES), tmp_path / "dst"
+    body = """
+    class Inspector:
+        def feed(self, chunk): pass
+        def finish(self): pass
+    for options in (CopyOptions(inspectors=lambda rel: Inspector), CopyOptions(keep_proofs=True)):
+        report = anyio.run(copy_tree, src, backend, CopyOptions(checksum=True, **{
+            k: getattr(options, k) for k in ("inspectors", "keep_proofs")}))
+        assert report.ok, report.failed
+    finish(report)
+    """
+    result = _scenario(body, src, dst)
+    assert result["ok"] and result["sent"] == 0
+
+
+def test_a_helper_killed_fails_its_batch_alone_and_a_rerun_completes(tmp_path: Path) -> None:
+    src, dst = make_tree(tmp_path / "src", FILES), tmp_path / "dst"
+    body = """
+    from finalcopy.backends.local import helpers as module
+    send = module.Helpers.send
+    killed = []
+    async def send_then_kill(self, *args):
+        await send(self, *args)
+        if not killed:  # the helper waits for its next batch: kill it there
+            killed.append(os.kill(self.pids[0], signal.SIGKILL))
+            os.waitid(os.P_PID, self.pids[0], os.WEXITED | os.WNOWAIT)
+    module.Helpers.send = send_then_kill
+    finish(anyio.run(copy_tree, src, backend, options))
+    """
+    result = _scenario(body, src, dst)
+    failed = result["failed"]
+    assert not result["ok"] and 0 < len(failed) <= 64 and result["sent"] == 1
+    assert all("helper process" in message for message in failed.values())
+    copied = tree_content(dst)
+    assert all(FILES[rel] == data for rel, data in copied.items())  # nothing half-written
+    assert set(copied) == set(FILES) - set(failed) and not _temporary_files(dst)
+    rerun = _scenario("finish(anyio.run(copy_tree, src, backend, options))", src, dst)
+    assert rerun["ok"] and tree_content(dst) == FILES
+
+
+def test_an_interrupted_copy_waits_for_its_helpers_and_leaves_no_temporary_file(
+    tmp_path: Path,
+) -> None:
+    src, dst = make_tree(tmp_path / "src", FILES), tmp_path / "dst"
+    body = """
+    from finalcopy.backends.local import helpers as module
+    send = module.Helpers.send
+    async def send_then_stop(self, *args):
+        cancel.set()  # as Ctrl-C would: the batch the helper has is finished
+        await send(self, *args)
+    module.Helpers.send = send_then_stop
+    async def main():
+        return await copy_tree(src, backend, options, cancel=cancel)
+    finish(anyio.run(main))
+    """
+    result = _scenario(body, src, dst)
+    assert result["interrupted"] and result["sent"] >= 1
+    assert not _temporary_files(dst)
+    copied = tree_content(dst)
+    assert 0 < len(copied) < len(FILES) and all(FILES[r] == d for r, d in copied.items())
+    rerun = _scenario("finish(anyio.run(copy_tree, src, backend, options))", src, dst)
+    assert rerun["ok"] and tree_content(dst) == FILES
+
+
+def test_helpers_die_with_their_parent_even_in_the_middle_of_a_batch(tmp_path: Path) -> None:
+    """A kill -9 of the command stops its helpers too: nothing writes on after it.
+
+    (An idle helper would also end, at the end of its pipe; a busy one only dies
+    with its parent because the kernel kills it.)"""
+    body = """
+    from finalcopy.hashing import Algorithm, get_algorithm
+    from tests.test_helpers import sleep_a_minute
+    async def main():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(helpers.send, sleep_a_minute, [], get_algorithm("blake3"))
+            await anyio.sleep(0.5)
+            print(json.dumps({"pids": helpers.pids}), flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+    anyio.run(main)
+    """
+    script = _PRELUDE + textwrap.dedent(body)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), str(tmp_path / "dst"), "memory"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == -signal.SIGKILL
+    (pid,) = json.loads(done.stdout.splitlines()[-1])["pids"]
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def sleep_a_minute(transfers: list[FileTransfer], algorithm: Algorithm) -> None:
+    """A batch a helper is busy with (imported there when it unpickles its request)."""
+    time.sleep(60)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for init to reap it does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_process_with_threads_forks_no_helper() -> None:
+    """Forking would copy locks other threads may hold; the copy then runs without helpers."""
+    stop = threading.Event()
+    waiter = threading.Thread(target=stop.wait)
+    waiter.start()
+    try:
+        assert Helpers.fork(1) is None
+    finally:
+        stop.set()
+        waiter.join()
+
+
+def test_a_source_goes_to_another_process_unread_and_comes_back_read(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 100_000)
+    mine = FileChunkSource(path, 100_000, BLAKE3, 65536, threading.Event())
+    assert mine.portable
+    theirs = pickle.loads(pickle.dumps(mine))
+    while theirs.read_block(1 << 20):
+        pass
+    mine.adopt(pickle.loads(pickle.dumps(theirs)))
+    assert mine.done == 100_000 and mine.digest() == _blake3(b"x" * 100_000)
+
+
+def test_a_source_being_read_or_watched_here_stays_here(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 300_000)
+    reading = FileChunkSource(path, 300_000, BLAKE3, 65536, threading.Event())
+    reading.read_block(65536)
+    assert not reading.portable
+    with pytest.raises(TypeError, match="being read"):
+        pickle.dumps(reading)
+    reading.close()
+    kept = FileChunkSource(path, 300_000, BLAKE3, 65536, threading.Event(), keep_seen=True)
+    assert not kept.portable
+
+
+def _blake3(data: bytes) -> str:
+    hasher = BLAKE3.new()
+    hasher.update(data)
+    return hasher.hexdigest()
+
+
+def test_the_command_forks_a_helper_per_cpu_but_one_for_a_local_destination(
+    tmp_path: Path,
+) -> None:
+    src = make_tree(tmp_path / "src", FILES)
+    done = subprocess.run(
+        [sys.executable, "-m", "finalcopy", "copy", "-vv", str(src), str(tmp_path / "dst")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    sent = [line for line in done.stderr.splitlines() if "helper processes sent" in line]
+    if cores() > 1:
+        assert len(sent) == 1 and " 0 batch" not in sent[0]
+    else:
+        assert sent == []  # one CPU: the command's own
+    assert tree_content(tmp_path / "dst") == FILES
