@@ -42,6 +42,8 @@ InspectorChooser = Callable[[str], Callable[[], ContentInspector] | None]
 """Per relative path, a factory of the inspectors its chunks are fed to (or None)."""
 
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+_NEVER = threading.Event()
+"""The cancel flag of a source sent to another process (never set)."""
 _NOTHING = memoryview(b"")
 
 
@@ -158,8 +160,9 @@ class FileChunkSource:
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # Never cancelled there: the process that sent it waits for its batch.
         self.__init__(  # type: ignore[misc]
-            state["path"], state["size"], state["algorithm"], state["chunk_size"], threading.Event()
+            state["path"], state["size"], state["algorithm"], state["chunk_size"], _NEVER
         )
         self.done, self._finished, self._digest = state["done"], state["finished"], state["digest"]
 
