@@ -125,6 +125,7 @@ class Helpers:
         if count < 1 or threading.active_count() > 1:
             return None
         helpers: list[_Helper] = []
+        parent = os.getpid()
         for _ in range(count):
             to_helper, requests = os.pipe()
             replies, from_helper = os.pipe()
@@ -136,7 +137,7 @@ class Helpers:
                         os.close(other.replies)
                     os.close(requests)
                     os.close(replies)
-                    _serve(to_helper, from_helper)
+                    _serve(to_helper, from_helper, parent)
                 except BaseException:
                     os._exit(1)
                 os._exit(0)
@@ -158,8 +159,8 @@ class Helpers:
         The outcomes come back into ``transfers`` and their sources. Not
         cancellable once started: the batch is finished, then concluded.
         """
-        helper = self._idle.pop()
         request = pickle.dumps((send, transfers, algorithm), pickle.HIGHEST_PROTOCOL)
+        helper = self._idle.pop()
         try:
             reply = await anyio.to_thread.run_sync(helper.call, request)
         except HelperDied as exc:
@@ -194,7 +195,7 @@ class Helpers:
         log.debug("helper processes sent %d batch(es) of small files", self.sent)
 
 
-def _serve(requests: int, replies: int) -> None:
+def _serve(requests: int, replies: int, parent: int) -> None:
     """The helper's life: batches in, outcomes out, until the parent closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -204,8 +205,8 @@ def _serve(requests: int, replies: int) -> None:
     os.close(nothing)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:
-        return  # the parent died before the line above
+    if os.getppid() != parent:
+        return  # the parent died before the line above (this process was handed on)
     while (request := _read(requests)) is not None:
         try:
             send, transfers, algorithm = pickle.loads(request)
