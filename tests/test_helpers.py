@@ -238,20 +238,20 @@ def _blake3(data: bytes) -> str:
     return hasher.hexdigest()
 
 
+@pytest.mark.parametrize("jobs", [4, 1])
 def test_the_command_forks_a_helper_per_cpu_but_one_for_a_local_destination(
-    tmp_path: Path,
+    tmp_path: Path, jobs: int
 ) -> None:
+    """At most one per CPU but the command's own, and none with one job: one batch at a time."""
     src = make_tree(tmp_path / "src", FILES)
+    command = [sys.executable, "-m", "finalcopy", "copy", "-vv", "-j", str(jobs)]
     done = subprocess.run(
-        [sys.executable, "-m", "finalcopy", "copy", "-vv", str(src), str(tmp_path / "dst")],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [*command, str(src), str(tmp_path / "dst")], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
     sent = [line for line in done.stderr.splitlines() if "helper processes sent" in line]
-    if cores() > 1:
+    if min(cores(), jobs) > 1:
         assert len(sent) == 1 and " 0 batch" not in sent[0]
     else:
-        assert sent == []  # one CPU: the command's own
+        assert sent == []  # the command's own thread sends every batch
     assert tree_content(tmp_path / "dst") == FILES

@@ -117,11 +117,11 @@ def run_cancellable(func: Callable[[threading.Event], Awaitable[T]]) -> T:
         fail(str(exc), exc.exit_code)
 
 
-def fork_helpers(dest: str) -> Helpers | None:
+def fork_helpers(dest: str, jobs: int) -> Helpers | None:
     """Helper processes for batches of small files to ``dest`` when it is local (see
-    :mod:`finalcopy.backends.local.helpers`): one per CPU but this process's, forked
-    now, while this process has one thread and a fork costs milliseconds. The caller
-    closes them."""
+    :mod:`finalcopy.backends.local.helpers`), forked now, while this process has one
+    thread and a fork costs milliseconds. One per CPU but this process's, and no more
+    than ``jobs`` less the batch this process sends itself. The caller closes them."""
     from finalcopy.backends.local.helpers import Helpers
     from finalcopy.backends.options import SshLocation
     from finalcopy.backends.registry import parse_destination
@@ -132,4 +132,4 @@ def fork_helpers(dest: str) -> Helpers | None:
             return None
     except FinalcopyError:
         return None  # the command reports it, as for any destination it cannot open
-    return Helpers.fork(cores() - 1)
+    return Helpers.fork(min(cores(), jobs) - 1)

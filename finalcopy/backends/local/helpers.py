@@ -11,7 +11,8 @@ tmpfs took 0.59× the time of one copying them all, on two cores.
 On those two cores one helper took that copy from 1.35 s to 1.14 s on tmpfs,
 and from 2.84 s to 2.43 s on ext4 (medians, runs alternated); two were no
 better than one, since the parent, which concludes every file, needs a CPU
-of its own. So the command forks one helper per CPU but one.
+of its own. So the command forks one helper per CPU but one, and no more
+than ``--jobs`` less one (batches in flight beyond ``--jobs`` there are not).
 
 So the command forks helpers (:meth:`Helpers.fork`) before it starts any
 thread, when forking is safe and costs a few milliseconds; a helper process

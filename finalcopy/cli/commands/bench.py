@@ -213,7 +213,7 @@ def bench_command(
 
     setup_logging(output.verbose, output.quiet)
     chatty = not (output.json_output or output.quiet)
-    helpers = fork_helpers(dest)  # as copy has them: the same picture
+    helpers = fork_helpers(dest, max(s.jobs for s in settings))  # as copy has them
     plan = BenchPlan(
         dest=dest,
         dest_options=replace(

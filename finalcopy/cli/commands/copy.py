@@ -55,7 +55,7 @@ def copy_command(
     dest_options = ssh.destination_options(jobs, filesystem)
     renderer = output.renderer(log)
 
-    helpers = None if dry_run else fork_helpers(dest)
+    helpers = None if dry_run else fork_helpers(dest, jobs)
     dest_options = dataclasses.replace(dest_options, helpers=helpers)
 
     async def work(cancel: threading.Event) -> CopyReport:
