@@ -36,7 +36,7 @@ import json, os, signal, sys, threading
 from pathlib import Path
 import anyio
 from finalcopy.backends.local import LocalBackend
-from finalcopy.backends.local.helpers import Helpers
+from finalcopy.backends.local.helpers import Helpers, helpers_cpu_seconds
 from finalcopy.engine import CopyOptions, copy_tree
 
 src, dst, memory = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "memory"
@@ -49,7 +49,8 @@ options = CopyOptions()
 def finish(report, **extra):
     helpers.close()
     print(json.dumps({"ok": report.ok, "copied": report.copied, "failed": report.failed,
-                      "interrupted": report.interrupted, "sent": helpers.sent, **extra}))
+                      "interrupted": report.interrupted, "sent": helpers.sent,
+                      "helpers_cpu": helpers_cpu_seconds(), **extra}))
 """
 
 
@@ -81,6 +82,7 @@ def test_a_copy_with_a_helper_is_complete_and_the_helper_sent_part_of_it(
     )
     assert result["ok"] and result["copied"] == len(FILES)
     assert result["sent"] > 0  # without helpers (or never idle) this is 0
+    assert result["helpers_cpu"] > 0  # what bench adds to the copy's CPU
     assert tree_content(dst) == FILES and not _temporary_files(dst)
 
 

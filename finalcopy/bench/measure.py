@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from finalcopy.backends.local import durability
+from finalcopy.backends.local.helpers import helpers_cpu_seconds
 
 __all__ = [
     "CommandResult",
@@ -102,7 +103,10 @@ def _peak_rss(scope: RssScope) -> int | None:
 
 
 class Stopwatch:
-    """Times the block it guards (``with Stopwatch() as usage:``) into a :class:`Usage`."""
+    """Times the block it guards (``with Stopwatch() as usage:``) into a :class:`Usage`.
+
+    CPU is this process's and its helper processes' (:mod:`finalcopy.backends.local.helpers`).
+    """
 
     def __init__(self) -> None:
         self.usage = Usage()
@@ -110,14 +114,18 @@ class Stopwatch:
 
     def __enter__(self) -> Usage:
         self.usage.rss_scope = "run" if _reset_peak_rss() else "process"
-        self._cpu = time.process_time()
+        self._cpu = _cpu_seconds()
         self._wall = time.perf_counter()
         return self.usage
 
     def __exit__(self, *exc_info: object) -> None:
         self.usage.wall_s = time.perf_counter() - self._wall
-        self.usage.cpu_s = time.process_time() - self._cpu
+        self.usage.cpu_s = _cpu_seconds() - self._cpu
         self.usage.peak_rss = _peak_rss(self.usage.rss_scope)
+
+
+def _cpu_seconds() -> float:
+    return time.process_time() + helpers_cpu_seconds()
 
 
 @dataclass(frozen=True)

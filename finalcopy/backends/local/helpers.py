@@ -54,6 +54,7 @@ import pickle
 import signal
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -64,7 +65,7 @@ from finalcopy.backends.base import FileTransfer
 from finalcopy.errors import DestinationError
 from finalcopy.hashing import Algorithm
 
-__all__ = ["Helpers", "SendBatch"]
+__all__ = ["Helpers", "SendBatch", "helpers_cpu_seconds"]
 
 SendBatch = Callable[[list[FileTransfer], Algorithm], None]
 """Sends a batch in the calling thread, filling in each transfer's outcome (picklable)."""
@@ -73,6 +74,16 @@ log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _LENGTH = struct.Struct("!Q")
+
+
+_cpu_seconds = 0.0
+"""CPU time the helpers of this process spent on the batches they sent."""
+
+
+def helpers_cpu_seconds() -> float:
+    """CPU seconds this process's helpers spent sending batches, so far: what
+    :func:`time.process_time` cannot see (``finalcopy bench`` adds it to the copy's)."""
+    return _cpu_seconds
 
 
 class HelperDied(Exception):
@@ -174,9 +185,12 @@ class Helpers:
             return
         self._idle.append(helper)
         self.sent += 1
-        sent: list[FileTransfer] | BaseException = pickle.loads(reply)
-        if isinstance(sent, BaseException):
-            raise sent  # a defect in the helper, raised as the thread would have
+        outcome: tuple[list[FileTransfer], float] | BaseException = pickle.loads(reply)
+        if isinstance(outcome, BaseException):
+            raise outcome  # a defect in the helper, raised as the thread would have
+        sent, cpu_seconds = outcome
+        global _cpu_seconds
+        _cpu_seconds += cpu_seconds
         for mine, theirs in zip(transfers, sent, strict=True):
             mine.error = theirs.error
             mine.readback_digest = theirs.readback_digest
@@ -210,9 +224,12 @@ def _serve(requests: int, replies: int, parent: int) -> None:
         return  # the parent died before the line above (this process was handed on)
     while (request := _read(requests)) is not None:
         try:
+            started = time.process_time()
             send, transfers, algorithm = pickle.loads(request)
             send(transfers, algorithm)
-            reply = pickle.dumps(transfers, pickle.HIGHEST_PROTOCOL)
+            reply = pickle.dumps(
+                (transfers, time.process_time() - started), pickle.HIGHEST_PROTOCOL
+            )
         except BaseException as exc:
             reply = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
         _write(replies, reply)
