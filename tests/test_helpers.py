@@ -8,6 +8,7 @@ threads (anyio's, pytest's plugins').
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import signal
 import subprocess
@@ -18,13 +19,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from finalcopy.backends.base import FileTransfer
-from finalcopy.backends.local.helpers import Helpers
+from finalcopy.backends.helpers import Helpers
 from finalcopy.cpus import cores
+from finalcopy.engine import CopyOptions, copy_tree
 from finalcopy.engine.source import FileChunkSource
 from finalcopy.hashing import Algorithm, get_algorithm
+from tests.support import sftp
+from tests.support.sshd import SshServer
 from tests.support.trees import make_tree, tree_content
 
 BLAKE3 = get_algorithm("blake3")
@@ -36,7 +41,7 @@ import json, os, signal, sys, threading
 from pathlib import Path
 import anyio
 from finalcopy.backends.local import LocalBackend
-from finalcopy.backends.local.helpers import Helpers, helpers_cpu_seconds
+from finalcopy.backends.helpers import Helpers, helpers_cpu_seconds
 from finalcopy.engine import CopyOptions, copy_tree
 
 src, dst, memory = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "memory"
@@ -106,7 +111,7 @@ def test_sources_that_must_be_read_here_never_go_to_a_helper(tmp_path: Path) -> 
 def test_a_helper_killed_fails_its_batch_alone_and_a_rerun_completes(tmp_path: Path) -> None:
     src, dst = make_tree(tmp_path / "src", FILES), tmp_path / "dst"
     body = """
-    from finalcopy.backends.local import helpers as module
+    from finalcopy.backends import helpers as module
     send = module.Helpers.send
     killed = []
     async def send_then_kill(self, *args):
@@ -133,7 +138,7 @@ def test_an_interrupted_copy_waits_for_its_helpers_and_leaves_no_temporary_file(
 ) -> None:
     src, dst = make_tree(tmp_path / "src", FILES), tmp_path / "dst"
     body = """
-    from finalcopy.backends.local import helpers as module
+    from finalcopy.backends import helpers as module
     send = module.Helpers.send
     async def send_then_stop(self, *args):
         cancel.set()  # as Ctrl-C would: the batch the helper has is finished
@@ -257,3 +262,72 @@ def test_the_command_forks_a_helper_per_cpu_but_one_for_a_local_destination(
     else:
         assert sent == []  # the command's own thread sends every batch
     assert tree_content(tmp_path / "dst") == FILES
+
+
+_SFTP_SCENARIO = """
+import json, os, pickle, signal, sys
+from pathlib import Path
+import anyio
+from finalcopy.backends import open_backend
+from finalcopy.backends.helpers import Helpers
+from finalcopy.engine import CopyOptions, copy_tree
+
+src, url, kill = Path(sys.argv[1]), sys.argv[2], sys.argv[4]
+options = pickle.loads(bytes.fromhex(sys.argv[3]))
+helpers = Helpers.fork(1)
+assert helpers is not None
+from dataclasses import replace
+options = replace(options, helpers=helpers)
+if kill == "kill":  # the helper dies in the middle of its first batch
+    from finalcopy.backends import helpers as module
+    call = module._Helper.call
+    def call_then_kill(self, request):
+        import threading, time
+        threading.Timer(0.3, os.kill, (self.pid, signal.SIGKILL)).start()
+        return call(self, request)
+    module._Helper.call = call_then_kill
+
+async def main():
+    backend = await open_backend(url, options)
+    async with backend:
+        return await copy_tree(src, backend, CopyOptions())
+
+report = anyio.run(main)
+helpers.close()
+print(json.dumps({"ok": report.ok, "failed": report.failed, "sent": helpers.sent}))
+"""
+
+
+@pytest.mark.parametrize("kill", ["", "kill"], ids=["complete", "helper-killed"])
+def test_over_sftp_a_helper_sends_over_its_own_connection(
+    sshd_server: SshServer, tmp_path: Path, kill: str
+) -> None:
+    """Large files go to a helper too; one killed mid-file fails that file alone, and the
+    re-run (no helper) resumes or rewrites its partial temporary file."""
+    files = {f"v{i}.bin": os.urandom(1 << 20) * 6 for i in range(4)}  # 6 MiB each
+    files.update({f"s/f{i:03d}.txt": b"%d\n" % i for i in range(200)})
+    src = make_tree(tmp_path / "src", files)
+    remote = tmp_path / "remote"
+    options = sftp.options(sshd_server, tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", _SFTP_SCENARIO, str(src), sftp.url(sshd_server, remote),
+         pickle.dumps(options).hex(), kill],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    if not kill:
+        assert result["ok"] and result["sent"] > 0
+        assert tree_content(remote) == files
+        return
+    assert not result["ok"] and 0 < len(result["failed"]) <= 64
+    assert all("helper process" in why for why in result["failed"].values())
+    assert all(files[rel] == data for rel, data in tree_content(remote).items())
+
+    async def rerun() -> bool:
+        async with await sftp.open_remote(sshd_server, tmp_path, remote) as backend:
+            return (await copy_tree(src, backend, CopyOptions())).ok
+
+    assert anyio.run(rerun)
+    assert tree_content(remote) == files
+    assert not _temporary_files(remote)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from finalcopy.choices import MetadataMode, NameMode
 
 if TYPE_CHECKING:
-    from finalcopy.backends.local.helpers import Helpers
+    from finalcopy.backends.helpers import Helpers
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ class DestinationOptions:
     jobs: int = 4
     """Files the engine keeps in flight (the SFTP backend opens channels to match)."""
     helpers: Helpers | None = None
-    """Processes a local destination may give batches of small files to (the caller
-    forked them, see :mod:`finalcopy.backends.local.helpers`, and closes them)."""
+    """Processes the backend may give batches to while it sends one itself (the caller
+    forked them, see :mod:`finalcopy.backends.helpers`, and closes them)."""
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from finalcopy.backends.helpers import helpers_cpu_seconds
 from finalcopy.backends.local import durability
-from finalcopy.backends.local.helpers import helpers_cpu_seconds
 
 __all__ = [
     "CommandResult",
@@ -105,7 +105,7 @@ def _peak_rss(scope: RssScope) -> int | None:
 class Stopwatch:
     """Times the block it guards (``with Stopwatch() as usage:``) into a :class:`Usage`.
 
-    CPU is this process's and its helper processes' (:mod:`finalcopy.backends.local.helpers`).
+    CPU is this process's and its helper processes' (:mod:`finalcopy.backends.helpers`).
     """
 
     def __init__(self) -> None:

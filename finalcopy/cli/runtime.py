@@ -20,7 +20,7 @@ import typer
 from finalcopy.errors import EXIT_USAGE, FinalcopyError, Interrupted, unwrap_group
 
 if TYPE_CHECKING:
-    from finalcopy.backends.local.helpers import Helpers
+    from finalcopy.backends.helpers import Helpers
 
 T = TypeVar("T")
 
@@ -118,18 +118,16 @@ def run_cancellable(func: Callable[[threading.Event], Awaitable[T]]) -> T:
 
 
 def fork_helpers(dest: str, jobs: int) -> Helpers | None:
-    """Helper processes for batches of small files to ``dest`` when it is local (see
-    :mod:`finalcopy.backends.local.helpers`), forked now, while this process has one
+    """Helper processes that send batches to ``dest`` beside this one (see
+    :mod:`finalcopy.backends.helpers`), forked now, while this process has one
     thread and a fork costs milliseconds. One per CPU but this process's, and no more
     than ``jobs`` less the batch this process sends itself. The caller closes them."""
-    from finalcopy.backends.local.helpers import Helpers
-    from finalcopy.backends.options import SshLocation
+    from finalcopy.backends.helpers import Helpers
     from finalcopy.backends.registry import parse_destination
     from finalcopy.cpus import cores
 
     try:
-        if isinstance(parse_destination(dest), SshLocation):
-            return None
+        parse_destination(dest)
     except FinalcopyError:
         return None  # the command reports it, as for any destination it cannot open
     return Helpers.fork(min(cores(), jobs) - 1)

@@ -32,6 +32,7 @@ from finalcopy.backends.base import (
     entry_kind,
     fresh_temp_name,
 )
+from finalcopy.backends.helpers import Helpers
 from finalcopy.backends.local.durability import syncfs
 from finalcopy.backends.local.folders import (
     Folders,
@@ -39,7 +40,6 @@ from finalcopy.backends.local.folders import (
     open_regular,
     split_path,
 )
-from finalcopy.backends.local.helpers import Helpers
 from finalcopy.backends.local.lanes import Lanes
 from finalcopy.backends.local.sending import BatchSend, hash_at
 from finalcopy.backends.local.writer import LocalTempWriter, set_fd_metadata

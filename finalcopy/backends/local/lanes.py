@@ -26,7 +26,7 @@ import anyio
 import anyio.to_thread
 
 from finalcopy.backends.base import FileTransfer
-from finalcopy.backends.local.helpers import Helpers, SendBatch
+from finalcopy.backends.helpers import Helpers, SendBatch
 from finalcopy.cpus import cores
 from finalcopy.hashing import Algorithm
 

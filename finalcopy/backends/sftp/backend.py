@@ -29,10 +29,12 @@ from finalcopy.backends.base import (
     TempWriter,
     fresh_temp_name,
 )
+from finalcopy.backends.helpers import Helpers
 from finalcopy.backends.options import DestinationOptions, SshLocation
 from finalcopy.backends.sftp.attrs import kind_of, metadata_attrs, steps, to_stat
 from finalcopy.backends.sftp.connection import Link, Session
 from finalcopy.backends.sftp.digests import ServerHashes, runner
+from finalcopy.backends.sftp.elsewhere import SendOverOwnConnection
 from finalcopy.backends.sftp.errors import in_the_way, map_sftp_error
 from finalcopy.backends.sftp.shell import PROBE_TIMEOUT, batches, parse_silence, quote
 from finalcopy.backends.sftp.tree import REQUEST_BATCH, RemoteTree
@@ -67,8 +69,18 @@ def _verification(link: Link) -> str:
 class SftpBackend(Backend):
     """A folder on an SSH server, written through the SFTP channels of one connection."""
 
-    def __init__(self, tree: RemoteTree, session: Session) -> None:
+    def __init__(
+        self,
+        tree: RemoteTree,
+        session: Session,
+        helpers: Helpers | None = None,
+        elsewhere: SendOverOwnConnection | None = None,
+    ) -> None:
         self.tree = tree
+        self.helpers = helpers if elsewhere is not None else None
+        """Processes that send a batch over their own connection while this one sends."""
+        self._elsewhere = elsewhere
+        self._sending = 0
         self.link = tree.link
         self.root = tree.root
         self.hashes = ServerHashes(tree)
@@ -313,7 +325,21 @@ class SftpBackend(Backend):
     async def put_files(
         self, transfers: Batch, algorithm: Algorithm, *, on_retry: OnRetry = None
     ) -> None:
-        await self.uploader.put_files(transfers, algorithm, on_retry)
+        helpers, batch = self.helpers, list(transfers)
+        if (
+            helpers is not None
+            and self._elsewhere is not None
+            and self._sending
+            and helpers.idle
+            and all(t.source.portable for t in batch)
+        ):
+            await helpers.send(self._elsewhere, batch, algorithm)
+            return
+        self._sending += 1
+        try:
+            await self.uploader.put_files(batch, algorithm, on_retry)
+        finally:
+            self._sending -= 1
 
 
 async def open_sftp_backend(location: SshLocation, options: DestinationOptions) -> Backend:
@@ -326,7 +352,9 @@ async def open_sftp_backend(location: SshLocation, options: DestinationOptions) 
         if not base.startswith("/"):
             home = await link.call("find the login folder", base, lambda s: s.control.realpath("."))
             base = posixpath.join(str(home), base)
-        return SftpBackend(RemoteTree(link, posixpath.normpath(base)), session)
+        elsewhere = SendOverOwnConnection.to(location, options)
+        tree = RemoteTree(link, posixpath.normpath(base))
+        return SftpBackend(tree, session, options.helpers, elsewhere)
     except BaseException:
         with anyio.CancelScope(shield=True):
             await link.aclose()

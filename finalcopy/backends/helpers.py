@@ -1,29 +1,32 @@
-"""Helper processes: batches of small files sent on more than one core.
+"""Helper processes: batches sent on more than one core.
 
-A small file costs about 90 µs of Python: 60 in the thread that sends it
-(17 system calls, two hashes, the objects around them), the rest in the
-event loop that concludes it. One interpreter lock holds both, so a tree of
-small files runs on one core whatever the number of threads: two threads
-sending batches at once took twice the CPU, trading the lock. Two
-``finalcopy copy`` processes each copying half of 10,000 × 4 KiB files to
-tmpfs took 0.59× the time of one copying them all, on two cores.
+A command's Python runs on one core: one interpreter lock holds its event
+loop and its threads. That is the limit of two kinds of copies:
 
-On those two cores one helper took that copy from 1.35 s to 1.14 s on tmpfs,
-and from 2.84 s to 2.43 s on ext4 (medians, runs alternated); two were no
-better than one, since the parent, which concludes every file, needs a CPU
-of its own. So the command forks one helper per CPU but one, and no more
-than ``--jobs`` less one (batches in flight beyond ``--jobs`` there are not).
+* **Small files to a local disk.** A small file costs about 90 µs of
+  Python: 60 in the thread that sends it (17 system calls, two hashes, the
+  objects around them), the rest in the event loop that concludes it. Two
+  threads sending batches at once took twice the CPU, trading the lock; two
+  ``finalcopy copy`` processes each copying half of 10,000 × 4 KiB files to
+  tmpfs took 0.59× the time of one copying them all, on two cores. One
+  helper took that copy from 1.35 s to 1.14 s on tmpfs and from 2.84 s to
+  2.43 s on ext4 (medians, runs alternated); two were no better than one,
+  since the parent, which concludes every file, needs a CPU of its own.
+* **SFTP.** The client's CPU is asyncssh's Python, packet by packet, in the
+  event loop. A helper is a second connection on a second core
+  (:mod:`.sftp.elsewhere`): 1 GiB of project files to a loopback sshd went
+  from 5.97 s to 5.35 s.
 
-So the command forks helpers (:meth:`Helpers.fork`) before it starts any
-thread, when forking is safe and costs a few milliseconds; a helper process
-started later would pay a new interpreter and its imports (0.3 to 0.5 s
-measured, most of a 10,000-file copy). While the backend's thread sends a
-batch of small files, the next one goes to an idle helper. A helper runs
-the code the thread runs
-(:meth:`~finalcopy.backends.local.backend.LocalBackend._put_batch`, sent
-pickled with the batch): the same temporary names, fsync or syncfs, rename
-and read-back; the outcomes come back pickled. The parent keeps the rest
-(plan, ledger, manifest, lock, events).
+So the command forks helpers (:meth:`Helpers.fork`), one per CPU but one and
+no more than ``--jobs`` less one (batches in flight beyond ``--jobs`` there
+are not), before it starts any thread, when forking is safe and costs a few
+milliseconds; a helper process started later would pay a new interpreter
+and its imports (0.3 to 0.5 s measured, most of a 10,000-file copy). While
+the backend sends a batch itself, the next one goes to an idle helper. The
+backend hands it a picklable function that sends the batch as the backend
+would (a local one its own ``_put_batch``: the same temporary names, fsync
+or syncfs, rename and read-back), and the outcomes come back pickled. The
+parent keeps the rest (plan, ledger, manifest, lock, events).
 
 Only sources another process may read in their place go
 (:attr:`~finalcopy.backends.source.ChunkSource.portable`): not those with
@@ -34,12 +37,14 @@ observed and whose rollback must know every name written.
 What can go wrong, and what it leaves:
 
 * **Interruption** (Ctrl-C, a signal): helpers ignore SIGINT and SIGTERM; the
-  parent hands out no more batches and waits for those in flight (at most
-  64 files or 4 MiB each), which are concluded like any other.
+  parent hands out no more batches and waits for those in flight (a batch of
+  small files is at most 64 files or 4 MiB; a large file is a batch of one),
+  which are concluded like any other.
 * **A helper dies** (killed, out of memory): each file of its batch fails
   with that error; the helper is not used again. A file it had renamed into
   place stays, unrecorded, as after a kill -9 (a re-run checks or copies it
-  again); its temporary files are removed by the next run that writes there.
+  again); its temporary files are removed, or resumed over SFTP, by the next
+  run that writes there.
 * **The parent dies**: the kernel kills its helpers (``PR_SET_PDEATHSIG``),
   so nothing writes on after it, as with a thread.
 """
@@ -207,7 +212,7 @@ class Helpers:
         for helper in self._all:
             helper.close()
         self._idle.clear()
-        log.debug("helper processes sent %d batch(es) of small files", self.sent)
+        log.debug("helper processes sent %d batch(es)", self.sent)
 
 
 def _serve(requests: int, replies: int, parent: int) -> None:
