@@ -289,6 +289,9 @@ if kill == "kill":  # the helper dies in the middle of its first batch
 
 async def main():
     backend = await open_backend(url, options)
+    if kill.startswith("listener:"):  # no new connection from now on: the helper has none
+        os.kill(int(kill.split(":")[1]), signal.SIGTERM)
+        await anyio.sleep(0.5)
     async with backend:
         return await copy_tree(src, backend, CopyOptions())
 
@@ -331,3 +334,24 @@ def test_over_sftp_a_helper_sends_over_its_own_connection(
     assert anyio.run(rerun)
     assert tree_content(remote) == files
     assert not _temporary_files(remote)
+
+
+def test_over_sftp_a_helper_that_cannot_connect_leaves_its_share_to_the_command(
+    sshd_server_fresh: SshServer, tmp_path: Path
+) -> None:
+    """A server that takes no second connection: the copy completes over the first."""
+    files = {f"v{i}.bin": os.urandom(1 << 20) * 3 for i in range(4)}
+    files.update({f"s/f{i:03d}.txt": b"%d\n" % i for i in range(200)})
+    src = make_tree(tmp_path / "src", files)
+    remote = tmp_path / "remote"
+    options = sftp.options(sshd_server_fresh, tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", _SFTP_SCENARIO, str(src), sftp.url(sshd_server_fresh, remote),
+         pickle.dumps(options).hex(), f"listener:{sshd_server_fresh.pid}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["ok"] and result["sent"] == 0, result["failed"]
+    assert "cannot connect" in done.stderr  # the one warning
+    assert tree_content(remote) == files

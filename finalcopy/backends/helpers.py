@@ -70,7 +70,7 @@ from finalcopy.backends.base import FileTransfer
 from finalcopy.errors import DestinationError
 from finalcopy.hashing import Algorithm
 
-__all__ = ["Helpers", "SendBatch", "helpers_cpu_seconds"]
+__all__ = ["HelperUnavailable", "Helpers", "SendBatch", "helpers_cpu_seconds"]
 
 SendBatch = Callable[[list[FileTransfer], Algorithm], None]
 """Sends a batch in the calling thread, filling in each transfer's outcome (picklable)."""
@@ -89,6 +89,11 @@ def helpers_cpu_seconds() -> float:
     """CPU seconds this process's helpers spent sending batches, so far: what
     :func:`time.process_time` cannot see (``finalcopy bench`` adds it to the copy's)."""
     return _cpu_seconds
+
+
+class HelperUnavailable(Exception):
+    """Raised by a send function in a helper that cannot send anything (over SFTP: its
+    connection could not be opened): nothing of the batch was sent, the command sends it."""
 
 
 class HelperDied(Exception):
@@ -170,11 +175,13 @@ class Helpers:
 
     async def send(
         self, send: SendBatch, transfers: list[FileTransfer], algorithm: Algorithm
-    ) -> None:
+    ) -> bool:
         """``send(transfers, algorithm)`` in an idle helper (the caller checks :attr:`idle`).
 
-        The outcomes come back into ``transfers`` and their sources. Not
-        cancellable once started: the batch is finished, then concluded.
+        The outcomes come back into ``transfers`` and their sources; False when
+        the helper could send nothing (:class:`HelperUnavailable`, it is not
+        used again): the caller sends the batch itself. Not cancellable once
+        started: the batch is finished, then concluded.
         """
         request = pickle.dumps((send, transfers, algorithm), pickle.HIGHEST_PROTOCOL)
         helper = self._idle.pop()
@@ -187,10 +194,14 @@ class Helpers:
                     f"the helper process sending '{transfer.path}' stopped ({exc}); "
                     "a re-run copies or checks it again"
                 )
-            return
+            return True
+        outcome: tuple[list[FileTransfer], float] | BaseException = pickle.loads(reply)
+        if isinstance(outcome, HelperUnavailable):
+            log.warning("a helper process cannot send (%s); the command sends its share", outcome)
+            helper.close()
+            return False
         self._idle.append(helper)
         self.sent += 1
-        outcome: tuple[list[FileTransfer], float] | BaseException = pickle.loads(reply)
         if isinstance(outcome, BaseException):
             raise outcome  # a defect in the helper, raised as the thread would have
         sent, cpu_seconds = outcome
@@ -202,6 +213,7 @@ class Helpers:
             mine.dest_mtime_ns = theirs.dest_mtime_ns
             mine.times = theirs.times
             mine.source.adopt(theirs.source)
+        return True
 
     @property
     def pids(self) -> list[int]:

@@ -59,8 +59,8 @@ class Lanes:
             and self._small_here
             and helpers.idle
             and all(t.source.portable for t in batch)
+            and await helpers.send(send, batch, algorithm)
         ):
-            await helpers.send(send, batch, algorithm)
             return
         self._small_here += small
         try:

@@ -332,8 +332,8 @@ class SftpBackend(Backend):
             and self._sending
             and helpers.idle
             and all(t.source.portable for t in batch)
+            and await helpers.send(self._elsewhere, batch, algorithm)
         ):
-            await helpers.send(self._elsewhere, batch, algorithm)
             return
         self._sending += 1
         try:

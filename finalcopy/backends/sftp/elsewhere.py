@@ -7,6 +7,8 @@ command's options (the command connected first, so a host key it was
 told to accept is already in ``known_hosts``), in an event loop of its own
 that lasts as long as the helper, and sends each batch as the command
 would (:meth:`~.upload.Uploader.put_files`: resume, server-side hashes).
+A helper that cannot connect (a server that takes one connection per user)
+sends nothing, and the command sends the batches itself.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import TYPE_CHECKING
 import anyio.from_thread
 
 from finalcopy.backends.base import Backend, FileTransfer
+from finalcopy.backends.helpers import HelperUnavailable
 from finalcopy.backends.options import DestinationOptions, SshLocation
+from finalcopy.errors import FinalcopyError
 from finalcopy.hashing import Algorithm
 
 if TYPE_CHECKING:
@@ -51,6 +55,9 @@ class SendOverOwnConnection:
             from finalcopy.backends.sftp.backend import open_sftp_backend
 
             portal = _loops.enter_context(anyio.from_thread.start_blocking_portal())
-            backend = portal.call(open_sftp_backend, self.location, self.options)
+            try:
+                backend = portal.call(open_sftp_backend, self.location, self.options)
+            except FinalcopyError as exc:  # a server that takes one connection at a time…
+                raise HelperUnavailable(f"cannot connect: {exc}") from None
             _connections[self.location] = (portal, backend)
         return _connections[self.location]
