@@ -175,13 +175,14 @@ class Helpers:
 
     async def send(
         self, send: SendBatch, transfers: list[FileTransfer], algorithm: Algorithm
-    ) -> bool:
+    ) -> None:
         """``send(transfers, algorithm)`` in an idle helper (the caller checks :attr:`idle`).
 
-        The outcomes come back into ``transfers`` and their sources; False when
-        the helper could send nothing (:class:`HelperUnavailable`, it is not
-        used again): the caller sends the batch itself. Not cancellable once
-        started: the batch is finished, then concluded.
+        The outcomes come back into ``transfers`` and their sources. Raises
+        :class:`HelperUnavailable` when the helper could send nothing (it is not
+        used again): ``transfers`` are untouched, and the caller sends them
+        itself. Not cancellable once started: the batch is finished, then
+        concluded.
         """
         request = pickle.dumps((send, transfers, algorithm), pickle.HIGHEST_PROTOCOL)
         helper = self._idle.pop()
@@ -194,12 +195,12 @@ class Helpers:
                     f"the helper process sending '{transfer.path}' stopped ({exc}); "
                     "a re-run copies or checks it again"
                 )
-            return True
+            return
         outcome: tuple[list[FileTransfer], float] | BaseException = pickle.loads(reply)
         if isinstance(outcome, HelperUnavailable):
             log.warning("a helper process cannot send (%s); the command sends its share", outcome)
             helper.close()
-            return False
+            raise outcome
         self._idle.append(helper)
         self.sent += 1
         if isinstance(outcome, BaseException):
@@ -213,7 +214,6 @@ class Helpers:
             mine.dest_mtime_ns = theirs.dest_mtime_ns
             mine.times = theirs.times
             mine.source.adopt(theirs.source)
-        return True
 
     @property
     def pids(self) -> list[int]:

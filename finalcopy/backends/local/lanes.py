@@ -26,7 +26,7 @@ import anyio
 import anyio.to_thread
 
 from finalcopy.backends.base import FileTransfer
-from finalcopy.backends.helpers import Helpers, SendBatch
+from finalcopy.backends.helpers import Helpers, HelperUnavailable, SendBatch
 from finalcopy.cpus import cores
 from finalcopy.hashing import Algorithm
 
@@ -59,9 +59,10 @@ class Lanes:
             and self._small_here
             and helpers.idle
             and all(t.source.portable for t in batch)
-            and await helpers.send(send, batch, algorithm)
         ):
-            return
+            with contextlib.suppress(HelperUnavailable):  # then sent here, untouched
+                await helpers.send(send, batch, algorithm)
+                return
         self._small_here += small
         try:
             if not memory:

@@ -29,7 +29,7 @@ from finalcopy.backends.base import (
     TempWriter,
     fresh_temp_name,
 )
-from finalcopy.backends.helpers import Helpers
+from finalcopy.backends.helpers import Helpers, HelperUnavailable
 from finalcopy.backends.options import DestinationOptions, SshLocation
 from finalcopy.backends.sftp.attrs import kind_of, metadata_attrs, steps, to_stat
 from finalcopy.backends.sftp.connection import Link, Session
@@ -332,9 +332,10 @@ class SftpBackend(Backend):
             and self._sending
             and helpers.idle
             and all(t.source.portable for t in batch)
-            and await helpers.send(self._elsewhere, batch, algorithm)
         ):
-            return
+            with contextlib.suppress(HelperUnavailable):  # then sent here, untouched
+                await helpers.send(self._elsewhere, batch, algorithm)
+                return
         self._sending += 1
         try:
             await self.uploader.put_files(batch, algorithm, on_retry)
