@@ -117,6 +117,7 @@ class ScriptedSource:
 
     def __init__(self, data: bytes, error: FinalcopyError | Interrupted | None = None) -> None:
         self.size = len(data)
+        self.done = 0
         self._chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
         self._error = error
 

@@ -355,3 +355,52 @@ def test_over_sftp_a_helper_that_cannot_connect_leaves_its_share_to_the_command(
     assert result["ok"] and result["sent"] == 0, result["failed"]
     assert "cannot connect" in done.stderr  # the one warning
     assert tree_content(remote) == files
+
+
+_SFTP_PROGRESS = """
+import json, pickle, sys
+from dataclasses import replace
+from pathlib import Path
+import anyio
+from finalcopy.backends import helpers as module, open_backend
+from finalcopy.engine import BytesProgress, CopyOptions, copy_tree
+
+module.REPORT_SECONDS = 0.02  # before the fork: the helper reports this often
+helpers = module.Helpers.fork(1)
+src, url = Path(sys.argv[1]), sys.argv[2]
+options = replace(pickle.loads(bytes.fromhex(sys.argv[3])), helpers=helpers)
+partial = {}
+
+def seen(event):
+    if isinstance(event, BytesProgress):
+        for path, done, size in event.active:
+            if 0 < done < size:
+                partial[path] = True
+
+async def main():
+    async with await open_backend(url, options) as backend:
+        return await copy_tree(src, backend, CopyOptions(), events=seen)
+
+report = anyio.run(main)
+helpers.close()
+print(json.dumps({"ok": report.ok, "sent": helpers.sent, "partial": sorted(partial)}))
+"""
+
+
+def test_over_sftp_a_file_a_helper_sends_shows_its_progress(
+    sshd_server: SshServer, tmp_path: Path
+) -> None:
+    """The helper reads the file, so it reports the bytes read as it goes: a large file's
+    bar moves while the helper sends it, as it does when the command sends it."""
+    files = {f"v{i}.bin": os.urandom(1 << 20) * 16 for i in range(4)}  # 16 MiB each
+    src = make_tree(tmp_path / "src", files)
+    options = sftp.options(sshd_server, tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", _SFTP_PROGRESS, str(src),
+         sftp.url(sshd_server, tmp_path / "remote"), pickle.dumps(options).hex()],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["ok"] and result["sent"] > 0
+    assert result["partial"] == sorted(files)  # every file, whoever sent it

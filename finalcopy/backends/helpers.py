@@ -25,8 +25,10 @@ and its imports (0.3 to 0.5 s measured, most of a 10,000-file copy). While
 the backend sends a batch itself, the next one goes to an idle helper. The
 backend hands it a picklable function that sends the batch as the backend
 would (a local one its own ``_put_batch``: the same temporary names, fsync
-or syncfs, rename and read-back), and the outcomes come back pickled. The
-parent keeps the rest (plan, ledger, manifest, lock, events).
+or syncfs, rename and read-back), and the outcomes come back pickled; a
+large batch reports the bytes read as it goes, so the command's progress
+moves as if it read them itself. The parent keeps the rest (plan, ledger,
+manifest, lock, events).
 
 Only sources another process may read in their place go
 (:attr:`~finalcopy.backends.source.ChunkSource.portable`): not those with
@@ -60,7 +62,7 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import anyio
@@ -79,6 +81,12 @@ log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _LENGTH = struct.Struct("!Q")
+_PROGRESS, _RESULT = b"P", b"R"
+"""The kinds of a helper's messages: bytes read so far (a list, one per file), the outcome."""
+#: A batch this large (a big file) reports its progress as it goes, this often; a batch of
+#: small files takes milliseconds and reports only its end.
+REPORT_FROM = 8 << 20
+REPORT_SECONDS = 0.2
 
 
 _cpu_seconds = 0.0
@@ -108,16 +116,19 @@ class _Helper:
     replies: int
     """Read end of the pipe the helper answers on."""
 
-    def call(self, request: bytes) -> bytes:
-        """Send one request and wait for its reply (blocking: run in a worker thread)."""
+    def call(self, request: bytes, transfers: list[FileTransfer]) -> bytes:
+        """Send one request and wait for its outcome (blocking: run in a worker thread),
+        setting the bytes read of each transfer's source as the helper reports them."""
         try:
             _write(self.requests, request)
-            reply = _read(self.replies)
+            while (message := _read(self.replies)) is not None:
+                if message[:1] == _RESULT:
+                    return message[1:]
+                for transfer, done in zip(transfers, pickle.loads(message[1:]), strict=True):
+                    transfer.source.done = done
         except OSError as exc:  # EPIPE: the helper is gone
             raise HelperDied(os.strerror(exc.errno or 0)) from None
-        if reply is None:
-            raise HelperDied("it closed its pipe")
-        return reply
+        raise HelperDied("it closed its pipe")
 
     def close(self) -> None:
         for fd in (self.requests, self.replies):
@@ -187,7 +198,7 @@ class Helpers:
         request = pickle.dumps((send, transfers, algorithm), pickle.HIGHEST_PROTOCOL)
         helper = self._idle.pop()
         try:
-            reply = await anyio.to_thread.run_sync(helper.call, request)
+            reply = await anyio.to_thread.run_sync(helper.call, request, transfers)
         except HelperDied as exc:
             helper.close()  # reaped, never used again
             for transfer in transfers:
@@ -239,17 +250,48 @@ def _serve(requests: int, replies: int, parent: int) -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         return  # the parent died before the line above (this process was handed on)
+    writing = threading.Lock()  # progress and outcome share the pipe
     while (request := _read(requests)) is not None:
         try:
             started = time.process_time()
             send, transfers, algorithm = pickle.loads(request)
-            send(transfers, algorithm)
+            with _reporting(transfers, replies, writing):
+                send(transfers, algorithm)
             reply = pickle.dumps(
                 (transfers, time.process_time() - started), pickle.HIGHEST_PROTOCOL
             )
         except BaseException as exc:
             reply = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
-        _write(replies, reply)
+        with writing:
+            _write(replies, _RESULT + reply)
+
+
+@contextlib.contextmanager
+def _reporting(
+    transfers: list[FileTransfer], replies: int, writing: threading.Lock
+) -> Iterator[None]:
+    """While the block sends a large batch, its bytes read so far, every REPORT_SECONDS."""
+    if sum(t.source.size for t in transfers) < REPORT_FROM:
+        yield
+        return
+    stop = threading.Event()
+
+    def report() -> None:
+        last: list[int] = []
+        while not stop.wait(REPORT_SECONDS):
+            done = [t.source.done for t in transfers]
+            if done != last:
+                with writing:
+                    _write(replies, _PROGRESS + pickle.dumps(done, pickle.HIGHEST_PROTOCOL))
+                last = done
+
+    reporter = threading.Thread(target=report, name="helper-progress", daemon=True)
+    reporter.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        reporter.join()
 
 
 def _write(fd: int, data: bytes) -> None:

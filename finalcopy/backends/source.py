@@ -23,6 +23,9 @@ class ChunkSource(Protocol):
 
     size: int
     """Size of the source file when planned."""
+    done: int
+    """Bytes read so far (progress polls it; where another process reads the source,
+    the one that sent it there sets it as that one reports)."""
 
     @property
     def portable(self) -> bool:
@@ -77,15 +80,15 @@ class BytesSource:
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.size = len(data)
-        self._offset = 0
+        self.done = 0
 
     def adopt(self, read: ChunkSource) -> None:
         raise TypeError("bytes in memory are read where they are")
 
     def read_block(self, max_bytes: int) -> memoryview:
-        start = self._offset
-        self._offset = min(self.size, start + max(max_bytes, 1))
-        return memoryview(self.data)[start : self._offset]
+        start = self.done
+        self.done = min(self.size, start + max(max_bytes, 1))
+        return memoryview(self.data)[start : self.done]
 
     def read_many(self, max_chunks: int, chunk_size: int = 0) -> list[bytes]:
         out: list[bytes] = []
@@ -99,4 +102,4 @@ class BytesSource:
         return hasher.hexdigest()
 
     def rewind(self) -> None:
-        self._offset = 0
+        self.done = 0
