@@ -27,6 +27,7 @@ from finalcopy.backends.helpers import Helpers
 from finalcopy.cpus import cores
 from finalcopy.engine import CopyOptions, copy_tree
 from finalcopy.engine.source import FileChunkSource
+from finalcopy.errors import SourceError
 from finalcopy.hashing import Algorithm, get_algorithm
 from tests.support import sftp
 from tests.support.sshd import SshServer
@@ -224,6 +225,10 @@ def test_a_source_goes_to_another_process_unread_and_comes_back_read(tmp_path: P
         pass
     mine.adopt(pickle.loads(pickle.dumps(theirs)))
     assert mine.done == 100_000 and mine.digest() == _blake3(b"x" * 100_000)
+    # Sent a second time by mistake, it must not read as an empty file (an empty copy
+    # would replace the good one): it refuses before a byte is written.
+    with pytest.raises(SourceError, match="already sent"):
+        mine.read_block(1 << 20)
 
 
 def test_a_source_being_read_or_watched_here_stays_here(tmp_path: Path) -> None:
@@ -281,10 +286,10 @@ options = replace(options, helpers=helpers)
 if kill == "kill":  # the helper dies in the middle of its first batch
     from finalcopy.backends import helpers as module
     call = module._Helper.call
-    def call_then_kill(self, request):
-        import threading, time
+    def call_then_kill(self, *args):
+        import threading
         threading.Timer(0.3, os.kill, (self.pid, signal.SIGKILL)).start()
-        return call(self, request)
+        return call(self, *args)
     module._Helper.call = call_then_kill
 
 async def main():

@@ -128,6 +128,8 @@ class FileChunkSource:
         """:func:`_content_stamps` at open."""
         self._opened_ns = 0
         self._keep_seen = keep_seen
+        self._sent_elsewhere = False
+        """:meth:`adopt` took the outcome of another process's reading: never read here."""
         self.seen: SourceRead | None = None
         """With ``keep_seen``, set at end of file when the file did not change while it was
         read (what ``run``'s deletion relies on; a plain copy spares the objects)."""
@@ -169,6 +171,7 @@ class FileChunkSource:
     def adopt(self, read: ChunkSource) -> None:
         assert isinstance(read, FileChunkSource) and read.path == self.path
         self.done, self._finished, self._digest = read.done, read._finished, read._digest
+        self._sent_elsewhere = True
 
     def _open(self) -> int:
         try:
@@ -196,6 +199,10 @@ class FileChunkSource:
         """
         if self._cancel.is_set():
             raise Interrupted("interrupted")
+        if self._sent_elsewhere:
+            # Read to its end there: read here it would look empty, and an empty copy
+            # would replace the good one. Fails before anything is written.
+            raise SourceError(f"'{self.path}' was already sent by another process")
         if self._finished:
             return _NOTHING
         fd = self._fd if self._fd >= 0 else self._open()
