@@ -179,15 +179,23 @@ class Helpers:
             helpers.append(_Helper(pid, requests, replies))
         return cls(helpers)
 
-    @property
-    def idle(self) -> bool:
-        """Whether a helper is free to take a batch now."""
-        return bool(self._idle)
+    async def offer(
+        self, send: SendBatch, transfers: list[FileTransfer], algorithm: Algorithm
+    ) -> bool:
+        """:meth:`send` if a helper is idle and the sources may go: True when sent there,
+        False when the caller is to send ``transfers`` itself (untouched)."""
+        if not self._idle or not all(t.source.portable for t in transfers):
+            return False
+        try:
+            await self.send(send, transfers, algorithm)
+        except HelperUnavailable:
+            return False
+        return True
 
     async def send(
         self, send: SendBatch, transfers: list[FileTransfer], algorithm: Algorithm
     ) -> None:
-        """``send(transfers, algorithm)`` in an idle helper (the caller checks :attr:`idle`).
+        """``send(transfers, algorithm)`` in an idle helper (there must be one: :meth:`offer`).
 
         The outcomes come back into ``transfers`` and their sources. Raises
         :class:`HelperUnavailable` when the helper could send nothing (it is not

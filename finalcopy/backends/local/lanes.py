@@ -26,7 +26,7 @@ import anyio
 import anyio.to_thread
 
 from finalcopy.backends.base import FileTransfer
-from finalcopy.backends.helpers import Helpers, HelperUnavailable, SendBatch
+from finalcopy.backends.helpers import Helpers, SendBatch
 from finalcopy.cpus import cores
 from finalcopy.hashing import Algorithm
 
@@ -53,16 +53,8 @@ class Lanes:
         """``send(batch, algorithm)`` in a lane; ``memory``: to a memory file system."""
         small = len(batch) > 1
         helpers = self.helpers
-        if (
-            small
-            and helpers is not None
-            and self._small_here
-            and helpers.idle
-            and all(t.source.portable for t in batch)
-        ):
-            with contextlib.suppress(HelperUnavailable):  # then sent here, untouched
-                await helpers.send(send, batch, algorithm)
-                return
+        if small and helpers and self._small_here and await helpers.offer(send, batch, algorithm):
+            return
         self._small_here += small
         try:
             if not memory:

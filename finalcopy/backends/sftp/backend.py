@@ -29,7 +29,7 @@ from finalcopy.backends.base import (
     TempWriter,
     fresh_temp_name,
 )
-from finalcopy.backends.helpers import Helpers, HelperUnavailable
+from finalcopy.backends.helpers import Helpers
 from finalcopy.backends.options import DestinationOptions, SshLocation
 from finalcopy.backends.sftp.attrs import kind_of, metadata_attrs, steps, to_stat
 from finalcopy.backends.sftp.connection import Link, Session
@@ -73,11 +73,11 @@ class SftpBackend(Backend):
         self,
         tree: RemoteTree,
         session: Session,
-        helpers: Helpers | None = None,
-        elsewhere: SendOverOwnConnection | None = None,
+        helpers: Helpers | None,
+        elsewhere: SendOverOwnConnection,
     ) -> None:
         self.tree = tree
-        self.helpers = helpers if elsewhere is not None else None
+        self.helpers = helpers
         """Processes that send a batch over their own connection while this one sends."""
         self._elsewhere = elsewhere
         self._sending = 0
@@ -326,16 +326,8 @@ class SftpBackend(Backend):
         self, transfers: Batch, algorithm: Algorithm, *, on_retry: OnRetry = None
     ) -> None:
         helpers, batch = self.helpers, list(transfers)
-        if (
-            helpers is not None
-            and self._elsewhere is not None
-            and self._sending
-            and helpers.idle
-            and all(t.source.portable for t in batch)
-        ):
-            with contextlib.suppress(HelperUnavailable):  # then sent here, untouched
-                await helpers.send(self._elsewhere, batch, algorithm)
-                return
+        if helpers and self._sending and await helpers.offer(self._elsewhere, batch, algorithm):
+            return
         self._sending += 1
         try:
             await self.uploader.put_files(batch, algorithm, on_retry)
