@@ -134,7 +134,7 @@ def test_a_helper_killed_fails_its_batch_alone_and_a_rerun_completes(tmp_path: P
     assert rerun["ok"] and tree_content(dst) == FILES
 
 
-def test_an_interrupted_copy_waits_for_its_helpers_and_leaves_no_temporary_file(
+def test_an_interrupted_copy_stops_its_helpers_and_leaves_no_temporary_file(
     tmp_path: Path,
 ) -> None:
     src, dst = make_tree(tmp_path / "src", FILES), tmp_path / "dst"
@@ -142,7 +142,7 @@ def test_an_interrupted_copy_waits_for_its_helpers_and_leaves_no_temporary_file(
     from finalcopy.backends import helpers as module
     send = module.Helpers.send
     async def send_then_stop(self, *args):
-        cancel.set()  # as Ctrl-C would: the batch the helper has is finished
+        cancel.set()  # as Ctrl-C would: the helper is told, and stops or finishes its batch
         await send(self, *args)
     module.Helpers.send = send_then_stop
     async def main():
@@ -153,7 +153,7 @@ def test_an_interrupted_copy_waits_for_its_helpers_and_leaves_no_temporary_file(
     assert result["interrupted"] and result["sent"] >= 1
     assert not _temporary_files(dst)
     copied = tree_content(dst)
-    assert 0 < len(copied) < len(FILES) and all(FILES[r] == d for r, d in copied.items())
+    assert len(copied) < len(FILES) and all(FILES[r] == d for r, d in copied.items())
     rerun = _scenario("finish(anyio.run(copy_tree, src, backend, options))", src, dst)
     assert rerun["ok"] and tree_content(dst) == FILES
 
@@ -409,3 +409,71 @@ def test_over_sftp_a_file_a_helper_sends_shows_its_progress(
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["ok"] and result["sent"] > 0
     assert result["partial"] == sorted(files)  # every file, whoever sent it
+
+
+_SFTP_INTERRUPT = """
+import json, pickle, sys, threading, time
+from dataclasses import replace
+from pathlib import Path
+import anyio
+from finalcopy.backends import helpers as module, open_backend
+from finalcopy.engine import CopyOptions, copy_tree
+from finalcopy.engine.source import FileChunkSource
+from finalcopy.errors import Interrupted
+
+read = FileChunkSource._read
+def slow_read(self, *args, **kwargs):  # in the command and in its helper (forked after)
+    time.sleep(0.005)
+    return read(self, *args, **kwargs)
+FileChunkSource._read = slow_read
+helpers = module.Helpers.fork(1)
+src, url = Path(sys.argv[1]), sys.argv[2]
+options = replace(pickle.loads(bytes.fromhex(sys.argv[3])), helpers=helpers)
+outcomes = []
+send = module.Helpers.send
+async def recorded(self, *args):
+    try:
+        await send(self, *args)
+        outcomes.append("finished")
+    except Interrupted:
+        outcomes.append("interrupted")
+        raise
+module.Helpers.send = recorded
+cancel = threading.Event()
+threading.Timer(1.0, cancel.set).start()  # Ctrl-C, while each file is a few seconds from done
+
+async def main():
+    async with await open_backend(url, options) as backend:
+        return await copy_tree(src, backend, CopyOptions(), cancel=cancel)
+
+started = time.monotonic()
+report = anyio.run(main)
+helpers.close()
+print(json.dumps({"interrupted": report.interrupted, "outcomes": outcomes}))
+"""
+
+
+def test_over_sftp_an_interrupted_copy_stops_the_file_its_helper_sends(
+    sshd_server: SshServer, tmp_path: Path
+) -> None:
+    """Ctrl-C reaches a helper's batch at its next chunk, as it does the command's own:
+    a large file a helper sends is not waited for to its end."""
+    files = {f"v{i}.bin": os.urandom(1 << 20) * 16 for i in range(3)}  # 16 MiB, ~1.3 s each
+    src = make_tree(tmp_path / "src", files)
+    remote = tmp_path / "remote"
+    options = sftp.options(sshd_server, tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", _SFTP_INTERRUPT, str(src), sftp.url(sshd_server, remote),
+         pickle.dumps(options).hex()],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["interrupted"] and result["outcomes"] == ["interrupted"]
+    assert all(files[rel] == data for rel, data in tree_content(remote).items())
+
+    async def rerun() -> bool:
+        async with await sftp.open_remote(sshd_server, tmp_path, remote) as backend:
+            return (await copy_tree(src, backend, CopyOptions())).ok
+
+    assert anyio.run(rerun) and tree_content(remote) == files

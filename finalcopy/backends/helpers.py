@@ -38,10 +38,13 @@ observed and whose rollback must know every name written.
 
 What can go wrong, and what it leaves:
 
-* **Interruption** (Ctrl-C, a signal): helpers ignore SIGINT and SIGTERM; the
-  parent hands out no more batches and waits for those in flight (a batch of
-  small files is at most 64 files or 4 MiB; a large file is a batch of one),
-  which are concluded like any other.
+* **Interruption** (Ctrl-C, a signal): helpers ignore SIGINT and SIGTERM
+  (the terminal sends Ctrl-C to every process of the command); the command
+  tells each busy helper instead (``SIGUSR1``), which stops its batch at the
+  next chunk, as the command's own threads do, and answers
+  :class:`~finalcopy.errors.Interrupted` or the files it had finished, which
+  are concluded like any other. A helper told to stop by anyone else fails
+  its batch's files, so none goes missing from the report.
 * **A helper dies** (killed, out of memory): each file of its batch fails
   with that error; the helper is not used again. A file it had renamed into
   place stays, unrecorded, as after a kill -9 (a re-run checks or copies it
@@ -69,7 +72,8 @@ import anyio
 import anyio.to_thread
 
 from finalcopy.backends.base import FileTransfer
-from finalcopy.errors import DestinationError
+from finalcopy.backends.source import STOP_ELSEWHERE
+from finalcopy.errors import DestinationError, Interrupted
 from finalcopy.hashing import Algorithm
 
 __all__ = ["HelperUnavailable", "Helpers", "SendBatch", "helpers_cpu_seconds"]
@@ -200,13 +204,15 @@ class Helpers:
         The outcomes come back into ``transfers`` and their sources. Raises
         :class:`HelperUnavailable` when the helper could send nothing (it is not
         used again): ``transfers`` are untouched, and the caller sends them
-        itself. Not cancellable once started: the batch is finished, then
-        concluded.
+        itself. Cancelled (the copy is interrupted), it tells the helper to
+        stop the batch at its next chunk, as the command's own threads do, and
+        still waits for the outcome: :class:`~finalcopy.errors.Interrupted`,
+        or the files the helper finished.
         """
         request = pickle.dumps((send, transfers, algorithm), pickle.HIGHEST_PROTOCOL)
         helper = self._idle.pop()
         try:
-            reply = await anyio.to_thread.run_sync(helper.call, request, transfers)
+            reply, stopped = await _call_telling_stop(helper, request, transfers)
         except HelperDied as exc:
             helper.close()  # reaped, never used again
             for transfer in transfers:
@@ -222,8 +228,17 @@ class Helpers:
             raise outcome
         self._idle.append(helper)
         self.sent += 1
+        if isinstance(outcome, Interrupted) and not stopped:
+            # Not asked by this command (a stray signal): its files fail, none is lost
+            # from the report, and the copy goes on.
+            for transfer in transfers:
+                transfer.error = DestinationError(
+                    f"the helper process sending '{transfer.path}' was told to stop; "
+                    "a re-run copies or checks it again"
+                )
+            return
         if isinstance(outcome, BaseException):
-            raise outcome  # a defect in the helper, raised as the thread would have
+            raise outcome  # Interrupted as asked, or a defect, as the thread would raise it
         sent, cpu_seconds = outcome
         global _cpu_seconds
         _cpu_seconds += cpu_seconds
@@ -246,10 +261,49 @@ class Helpers:
         log.debug("helper processes sent %d batch(es)", self.sent)
 
 
+async def _call_telling_stop(
+    helper: _Helper, request: bytes, transfers: list[FileTransfer]
+) -> tuple[bytes, bool]:
+    """The helper's reply to ``request``, and whether it was told to stop on the way.
+
+    Its thread cannot be abandoned (the outcome of every file must come back),
+    so a cancellation of the caller is passed on as ``SIGUSR1``: the helper
+    stops its batch at the next chunk and answers.
+    """
+    replies: list[bytes | HelperDied] = []
+    answered = anyio.Event()
+
+    async def wait() -> None:
+        try:
+            replies.append(await anyio.to_thread.run_sync(helper.call, request, transfers))
+        except HelperDied as exc:
+            replies.append(exc)
+        finally:
+            answered.set()
+
+    stopped = False
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait)
+        try:
+            await answered.wait()
+        except anyio.get_cancelled_exc_class():
+            stopped = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(helper.pid, signal.SIGUSR1)
+            with anyio.CancelScope(shield=True):
+                await answered.wait()
+    (reply,) = replies
+    if isinstance(reply, HelperDied):
+        raise reply
+    return reply, stopped
+
+
 def _serve(requests: int, replies: int, parent: int) -> None:
     """The helper's life: batches in, outcomes out, until the parent closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The command is interrupted: the batch in hand stops at its next chunk.
+    signal.signal(signal.SIGUSR1, lambda *_: STOP_ELSEWHERE.set())
     nothing = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):  # a pipe reading the command's output ends with the command
         os.dup2(nothing, fd)

@@ -7,9 +7,15 @@ in memory, for :meth:`~finalcopy.backends.base.Backend.write_bytes`.
 
 from __future__ import annotations
 
+import threading
 from typing import Protocol
 
 from finalcopy.hashing import Algorithm
+
+STOP_ELSEWHERE = threading.Event()
+"""The cancel flag of every source read in a helper process (one sent there pickled): the
+helper sets it when the command that sent the batch is interrupted (see
+:mod:`finalcopy.backends.helpers`); it is never set in the command itself."""
 
 
 class ChunkSource(Protocol):

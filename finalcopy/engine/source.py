@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from finalcopy.backends.source import ChunkSource
+from finalcopy.backends.source import STOP_ELSEWHERE, ChunkSource
 from finalcopy.engine.bandwidth import BandwidthLimiter
 from finalcopy.engine.plan import PlannedFile
 from finalcopy.errors import Interrupted, SourceError, source_error
@@ -42,8 +42,6 @@ InspectorChooser = Callable[[str], Callable[[], ContentInspector] | None]
 """Per relative path, a factory of the inspectors its chunks are fed to (or None)."""
 
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
-_NEVER = threading.Event()
-"""The cancel flag of a source sent to another process (never set)."""
 _NOTHING = memoryview(b"")
 
 
@@ -162,9 +160,9 @@ class FileChunkSource:
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # Never cancelled there: the process that sent it waits for its batch.
+        # Stopped there only when the process that sent it is interrupted.
         self.__init__(  # type: ignore[misc]
-            state["path"], state["size"], state["algorithm"], state["chunk_size"], _NEVER
+            state["path"], state["size"], state["algorithm"], state["chunk_size"], STOP_ELSEWHERE
         )
         self.done, self._finished, self._digest = state["done"], state["finished"], state["digest"]
 
