@@ -314,6 +314,8 @@ def _serve(requests: int, replies: int, parent: int) -> None:
         return  # the parent died before the line above (this process was handed on)
     writing = threading.Lock()  # progress and outcome share the pipe
     while (request := _read(requests)) is not None:
+        # A stop meant for the batch before, arrived once it was done, is not this one's.
+        STOP_ELSEWHERE.clear()
         try:
             started = time.process_time()
             send, transfers, algorithm = pickle.loads(request)
