@@ -60,18 +60,29 @@ def finish(report, **extra):
 """
 
 
-def _scenario(body: str, src: Path, dst: Path, memory: bool = True) -> dict[str, Any]:
-    """Run ``body`` after :data:`_PRELUDE` in a fresh interpreter; its JSON line."""
-    script = _PRELUDE + textwrap.dedent(body)
+def _interpret(script: str, *args: str) -> tuple[dict[str, Any], str]:
+    """Run ``script`` with ``args`` in a fresh interpreter: its last line (JSON), its stderr."""
     done = subprocess.run(
-        [sys.executable, "-c", script, str(src), str(dst), "memory" if memory else "disk"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
-    return result
+    return result, done.stderr
+
+
+def _scenario(body: str, src: Path, dst: Path, memory: bool = True) -> dict[str, Any]:
+    """Run ``body`` after :data:`_PRELUDE` in a fresh interpreter; its JSON line."""
+    script = _PRELUDE + textwrap.dedent(body)
+    return _interpret(script, str(src), str(dst), "memory" if memory else "disk")[0]
+
+
+def _over_sftp(
+    script: str, server: SshServer, tmp_path: Path, src: Path, remote: Path, *args: str
+) -> tuple[dict[str, Any], str]:
+    """:func:`_interpret` ``script`` with the source, the URL of ``remote`` on ``server`` and
+    the pickled options to reach it (then ``args``)."""
+    options = pickle.dumps(sftp.options(server, tmp_path)).hex()
+    return _interpret(script, str(src), sftp.url(server, remote), options, *args)
 
 
 def _temporary_files(root: Path) -> list[Path]:
@@ -316,14 +327,7 @@ def test_over_sftp_a_helper_sends_over_its_own_connection(
     files.update({f"s/f{i:03d}.txt": b"%d\n" % i for i in range(200)})
     src = make_tree(tmp_path / "src", files)
     remote = tmp_path / "remote"
-    options = sftp.options(sshd_server, tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-c", _SFTP_SCENARIO, str(src), sftp.url(sshd_server, remote),
-         pickle.dumps(options).hex(), kill],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.splitlines()[-1])
+    result, _ = _over_sftp(_SFTP_SCENARIO, sshd_server, tmp_path, src, remote, kill)
     if not kill:
         assert result["ok"] and result["sent"] > 0
         assert tree_content(remote) == files
@@ -349,16 +353,10 @@ def test_over_sftp_a_helper_that_cannot_connect_leaves_its_share_to_the_command(
     files.update({f"s/f{i:03d}.txt": b"%d\n" % i for i in range(200)})
     src = make_tree(tmp_path / "src", files)
     remote = tmp_path / "remote"
-    options = sftp.options(sshd_server_fresh, tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-c", _SFTP_SCENARIO, str(src), sftp.url(sshd_server_fresh, remote),
-         pickle.dumps(options).hex(), f"listener:{sshd_server_fresh.pid}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.splitlines()[-1])
+    listener = f"listener:{sshd_server_fresh.pid}"
+    result, stderr = _over_sftp(_SFTP_SCENARIO, sshd_server_fresh, tmp_path, src, remote, listener)
     assert result["ok"] and result["sent"] == 0, result["failed"]
-    assert "cannot connect" in done.stderr  # the one warning
+    assert "cannot connect" in stderr  # the one warning
     assert tree_content(remote) == files
 
 
@@ -399,14 +397,7 @@ def test_over_sftp_a_file_a_helper_sends_shows_its_progress(
     bar moves while the helper sends it, as it does when the command sends it."""
     files = {f"v{i}.bin": os.urandom(1 << 20) * 16 for i in range(4)}  # 16 MiB each
     src = make_tree(tmp_path / "src", files)
-    options = sftp.options(sshd_server, tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-c", _SFTP_PROGRESS, str(src),
-         sftp.url(sshd_server, tmp_path / "remote"), pickle.dumps(options).hex()],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.splitlines()[-1])
+    result, _ = _over_sftp(_SFTP_PROGRESS, sshd_server, tmp_path, src, tmp_path / "remote")
     assert result["ok"] and result["sent"] > 0
     assert result["partial"] == sorted(files)  # every file, whoever sent it
 
@@ -461,14 +452,7 @@ def test_over_sftp_an_interrupted_copy_stops_the_file_its_helper_sends(
     files = {f"v{i}.bin": os.urandom(1 << 20) * 16 for i in range(3)}  # 16 MiB, ~1.3 s each
     src = make_tree(tmp_path / "src", files)
     remote = tmp_path / "remote"
-    options = sftp.options(sshd_server, tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-c", _SFTP_INTERRUPT, str(src), sftp.url(sshd_server, remote),
-         pickle.dumps(options).hex()],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.splitlines()[-1])
+    result, _ = _over_sftp(_SFTP_INTERRUPT, sshd_server, tmp_path, src, remote)
     assert result["interrupted"] and result["outcomes"] == ["interrupted"]
     assert all(files[rel] == data for rel, data in tree_content(remote).items())
 

@@ -215,11 +215,7 @@ class Helpers:
             reply, stopped = await _call_telling_stop(helper, request, transfers)
         except HelperDied as exc:
             helper.close()  # reaped, never used again
-            for transfer in transfers:
-                transfer.error = DestinationError(
-                    f"the helper process sending '{transfer.path}' stopped ({exc}); "
-                    "a re-run copies or checks it again"
-                )
+            _fail(transfers, f"stopped ({exc})")
             return
         outcome: tuple[list[FileTransfer], float] | BaseException = pickle.loads(reply)
         if isinstance(outcome, HelperUnavailable):
@@ -231,11 +227,7 @@ class Helpers:
         if isinstance(outcome, Interrupted) and not stopped:
             # Not asked by this command (a stray signal): its files fail, none is lost
             # from the report, and the copy goes on.
-            for transfer in transfers:
-                transfer.error = DestinationError(
-                    f"the helper process sending '{transfer.path}' was told to stop; "
-                    "a re-run copies or checks it again"
-                )
+            _fail(transfers, "was told to stop")
             return
         if isinstance(outcome, BaseException):
             raise outcome  # Interrupted as asked, or a defect, as the thread would raise it
@@ -259,6 +251,15 @@ class Helpers:
             helper.close()
         self._idle.clear()
         log.debug("helper processes sent %d batch(es)", self.sent)
+
+
+def _fail(transfers: list[FileTransfer], what: str) -> None:
+    """Each file of a batch its helper could not conclude fails, saying what happened."""
+    for transfer in transfers:
+        transfer.error = DestinationError(
+            f"the helper process sending '{transfer.path}' {what}; "
+            "a re-run copies or checks it again"
+        )
 
 
 async def _call_telling_stop(

@@ -7,11 +7,12 @@ in :mod:`finalcopy.errors`: 0 ok, 1 some files or projects failed or differ,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
@@ -117,11 +118,13 @@ def run_cancellable(func: Callable[[threading.Event], Awaitable[T]]) -> T:
         fail(str(exc), exc.exit_code)
 
 
-def fork_helpers(dest: str, jobs: int) -> Helpers | None:
+@contextlib.contextmanager
+def forked_helpers(dest: str, jobs: int) -> Iterator[Helpers | None]:
     """Helper processes that send batches to ``dest`` beside this one (see
-    :mod:`finalcopy.backends.helpers`), forked now, while this process has one
-    thread and a fork costs milliseconds. One per CPU but this process's, and no more
-    than ``jobs`` less the batch this process sends itself. The caller closes them."""
+    :mod:`finalcopy.backends.helpers`) for the ``with`` body, then ended. Forked on
+    entry, while this process has one thread and a fork costs milliseconds: one per
+    CPU but this process's, and no more than ``jobs`` less the batch this process
+    sends itself. None for a destination that does not parse (the command says why)."""
     from finalcopy.backends.helpers import Helpers
     from finalcopy.backends.registry import parse_destination
     from finalcopy.cpus import cores
@@ -129,5 +132,11 @@ def fork_helpers(dest: str, jobs: int) -> Helpers | None:
     try:
         parse_destination(dest)
     except FinalcopyError:
-        return None  # the command reports it, as for any destination it cannot open
-    return Helpers.fork(min(cores(), jobs) - 1)
+        yield None
+        return
+    helpers = Helpers.fork(min(cores(), jobs) - 1)
+    try:
+        yield helpers
+    finally:
+        if helpers is not None:
+            helpers.close()

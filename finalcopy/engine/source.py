@@ -197,11 +197,11 @@ class FileChunkSource:
         """
         if self._cancel.is_set():
             raise Interrupted("interrupted")
-        if self._sent_elsewhere:
-            # Read to its end there: read here it would look empty, and an empty copy
-            # would replace the good one. Fails before anything is written.
-            raise SourceError(f"'{self.path}' was already sent by another process")
         if self._finished:
+            if self._sent_elsewhere:
+                # Read to its end there: read here it would look empty, and an empty copy
+                # would replace the good one. Fails before anything is written.
+                raise SourceError(f"'{self.path}' was already sent by another process")
             return _NOTHING
         fd = self._fd if self._fd >= 0 else self._open()
         # The rest of the file and one byte more: a short read is the end, so the

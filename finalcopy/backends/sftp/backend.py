@@ -345,7 +345,7 @@ async def open_sftp_backend(location: SshLocation, options: DestinationOptions) 
         if not base.startswith("/"):
             home = await link.call("find the login folder", base, lambda s: s.control.realpath("."))
             base = posixpath.join(str(home), base)
-        elsewhere = SendOverOwnConnection.to(location, options)
+        elsewhere = SendOverOwnConnection.to(open_sftp_backend, location, options)
         tree = RemoteTree(link, posixpath.normpath(base))
         return SftpBackend(tree, session, options.helpers, elsewhere)
     except BaseException:

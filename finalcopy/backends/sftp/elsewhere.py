@@ -14,6 +14,7 @@ sends nothing, and the command sends the batches itself.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -35,16 +36,23 @@ _connections: dict[SshLocation, tuple[BlockingPortal, Backend]] = {}
 _loops = contextlib.ExitStack()
 
 
+Opener = Callable[[SshLocation, DestinationOptions], Awaitable[Backend]]
+
+
 @dataclass(frozen=True)
 class SendOverOwnConnection:
     """Sends a batch over this process's own connection to ``location`` (picklable)."""
 
+    opener: Opener
+    """Opens the connection (the SFTP backend's module-level opener, pickled by name)."""
     location: SshLocation
     options: DestinationOptions
 
     @classmethod
-    def to(cls, location: SshLocation, options: DestinationOptions) -> SendOverOwnConnection:
-        return cls(location, replace(options, helpers=None))
+    def to(
+        cls, opener: Opener, location: SshLocation, options: DestinationOptions
+    ) -> SendOverOwnConnection:
+        return cls(opener, location, replace(options, helpers=None))
 
     def __call__(self, transfers: list[FileTransfer], algorithm: Algorithm) -> None:
         portal, backend = self._connected()
@@ -52,11 +60,9 @@ class SendOverOwnConnection:
 
     def _connected(self) -> tuple[BlockingPortal, Backend]:
         if self.location not in _connections:
-            from finalcopy.backends.sftp.backend import open_sftp_backend
-
             portal = _loops.enter_context(anyio.from_thread.start_blocking_portal())
             try:
-                backend = portal.call(open_sftp_backend, self.location, self.options)
+                backend = portal.call(self.opener, self.location, self.options)
             except FinalcopyError as exc:  # a server that takes one connection at a time…
                 raise HelperUnavailable(f"cannot connect: {exc}") from None
             _connections[self.location] = (portal, backend)

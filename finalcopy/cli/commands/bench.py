@@ -8,6 +8,7 @@ The measuring is :mod:`finalcopy.bench`; this module parses and prints.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -33,10 +34,11 @@ from finalcopy.cli.options import (
     parse_size,
     with_option_blocks,
 )
-from finalcopy.cli.runtime import fail, fork_helpers, run_cancellable, setup_logging
+from finalcopy.cli.runtime import fail, forked_helpers, run_cancellable, setup_logging
 from finalcopy.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
+    from finalcopy.backends.helpers import Helpers
     from finalcopy.bench.matrix import Setting
     from finalcopy.bench.runner import BenchResult
     from finalcopy.engine import CopyOptions
@@ -213,12 +215,9 @@ def bench_command(
 
     setup_logging(output.verbose, output.quiet)
     chatty = not (output.json_output or output.quiet)
-    helpers = fork_helpers(dest, max(s.jobs for s in settings))  # as copy has them
     plan = BenchPlan(
         dest=dest,
-        dest_options=replace(
-            ssh.destination_options(max(s.jobs for s in settings), filesystem), helpers=helpers
-        ),
+        dest_options=ssh.destination_options(max(s.jobs for s in settings), filesystem),
         settings=settings,
         options_for=_options_for(matrix),
         runs=runs,
@@ -236,14 +235,13 @@ def bench_command(
         if not output.quiet:
             warn(text)
 
-    async def work(cancel: threading.Event) -> BenchResult:
-        return await run_bench(plan, say, warn_unless_quiet, cancel)
+    async def work(cancel: threading.Event, helpers: Helpers | None) -> BenchResult:
+        with_helpers = replace(plan, dest_options=replace(plan.dest_options, helpers=helpers))
+        return await run_bench(with_helpers, say, warn_unless_quiet, cancel)
 
-    try:
-        result = run_cancellable(work)
-    finally:
-        if helpers is not None:
-            helpers.close()
+    # Helpers as copy has them: the same picture.
+    with forked_helpers(dest, max(s.jobs for s in settings)) as helpers:
+        result = run_cancellable(functools.partial(work, helpers=helpers))
     if result.interrupted:
         fail(f"interrupted; '{dest}' is as it was found", EXIT_INTERRUPTED)
     failed = any(r.error for r in result.results)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,10 +12,11 @@ import typer
 
 from finalcopy.cli import options as cli
 from finalcopy.cli.destination import check_destination, check_not_a_file
-from finalcopy.cli.runtime import fork_helpers, run_cancellable, setup_logging
+from finalcopy.cli.runtime import forked_helpers, run_cancellable, setup_logging
 from finalcopy.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 if TYPE_CHECKING:
+    from finalcopy.backends.helpers import Helpers
     from finalcopy.engine import CopyReport
 
 
@@ -55,13 +57,10 @@ def copy_command(
     dest_options = ssh.destination_options(jobs, filesystem)
     renderer = output.renderer(log)
 
-    helpers = None if dry_run else fork_helpers(dest, jobs)
-    dest_options = dataclasses.replace(dest_options, helpers=helpers)
-
-    async def work(cancel: threading.Event) -> CopyReport:
+    async def work(cancel: threading.Event, helpers: Helpers | None) -> CopyReport:
         options.validate()
         check_not_a_file(dest)
-        backend = await open_backend(dest, dest_options)
+        backend = await open_backend(dest, dataclasses.replace(dest_options, helpers=helpers))
         async with backend:
             header(bwlimit_header(options.bwlimit), output.json_output, output.quiet)
             with renderer:
@@ -70,11 +69,8 @@ def copy_command(
                 renderer.summary(data, copy_summary(report, options.bwlimit))
         return report
 
-    try:
-        report = run_cancellable(work)
-    finally:
-        if helpers is not None:
-            helpers.close()
+    with forked_helpers(dest, 1 if dry_run else jobs) as helpers:
+        report = run_cancellable(functools.partial(work, helpers=helpers))
     if report.interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
