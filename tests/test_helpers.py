@@ -461,3 +461,36 @@ def test_over_sftp_an_interrupted_copy_stops_the_file_its_helper_sends(
             return (await copy_tree(src, backend, CopyOptions())).ok
 
     assert anyio.run(rerun) and tree_content(remote) == files
+
+
+def test_a_batch_handed_to_a_helper_as_the_copy_is_cancelled_still_has_its_outcome(
+    tmp_path: Path,
+) -> None:
+    """Cancelled before the request left, the batch is still sent and answered: the
+    command never holds a batch without an outcome (it would not know what is written)."""
+    src, dst = make_tree(tmp_path / "src", FILES), tmp_path / "dst"
+    body = """
+    from finalcopy.backends.base import FileTransfer
+    from finalcopy.engine.source import FileChunkSource
+    from finalcopy.hashing import get_algorithm
+    algorithm = get_algorithm("blake3")
+    names = sorted(FILES := [p.relative_to(src).as_posix() for p in src.rglob("*.bin")])[:64]
+    transfers = [
+        FileTransfer(rel, FileChunkSource(src / rel, (src / rel).stat().st_size, algorithm,
+                                          65536, threading.Event()), 0o644, None, readback=True)
+        for rel in names
+    ]
+    backend_dirs = {rel.rpartition("/")[0] for rel in names}
+    for d in backend_dirs:
+        (dst / d).mkdir(parents=True, exist_ok=True)
+    async def main():
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await helpers.send(backend._put_batch, transfers, algorithm)
+    anyio.run(main)
+    helpers.close()
+    print(json.dumps({"errors": [str(t.error) for t in transfers if t.error],
+                      "proven": sum(t.readback_digest == t.source.digest() for t in transfers)}))
+    """
+    result = _scenario(body, src, dst)
+    assert result == {"errors": [], "proven": 64}

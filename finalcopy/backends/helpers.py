@@ -275,24 +275,34 @@ async def _call_telling_stop(
     answered = anyio.Event()
 
     async def wait() -> None:
-        try:
-            replies.append(await anyio.to_thread.run_sync(helper.call, request, transfers))
-        except HelperDied as exc:
-            replies.append(exc)
-        finally:
-            answered.set()
+        # Shielded from its first line: a cancellation that came before the request
+        # left would otherwise skip it, and the batch would have no outcome at all.
+        with anyio.CancelScope(shield=True):
+            try:
+                replies.append(await anyio.to_thread.run_sync(helper.call, request, transfers))
+            except HelperDied as exc:
+                replies.append(exc)
+            finally:
+                answered.set()
 
     stopped = False
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(wait)
-        try:
-            await answered.wait()
-        except anyio.get_cancelled_exc_class():
-            stopped = True
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(helper.pid, signal.SIGUSR1)
-            with anyio.CancelScope(shield=True):
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            try:
                 await answered.wait()
+            except anyio.get_cancelled_exc_class():
+                stopped = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(helper.pid, signal.SIGUSR1)
+                with anyio.CancelScope(shield=True):
+                    await answered.wait()
+                raise
+    except anyio.get_cancelled_exc_class():
+        # The outcome came back all the same: it is returned, to be concluded like a
+        # thread's; the scope stays cancelled, so the caller's next await stops it.
+        if not replies:
+            raise
     (reply,) = replies
     if isinstance(reply, HelperDied):
         raise reply
