@@ -26,7 +26,7 @@ import pytest
 
 from finalcopy.backends import Backend, DestinationOptions, FileTransfer, open_backend
 from finalcopy.backends.base import is_temp_name, temp_name
-from finalcopy.backends.source import ChunkSource
+from finalcopy.backends.source import SourceOutcome
 from finalcopy.engine import CopyOptions, copy_tree, verify_tree
 from finalcopy.engine.source import FileChunkSource
 from finalcopy.errors import (
@@ -121,7 +121,10 @@ class ScriptedSource:
         self._chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
         self._error = error
 
-    def adopt(self, read: ChunkSource) -> None:
+    def outcome(self) -> SourceOutcome:
+        raise TypeError("a scripted source is read where it is")
+
+    def adopt(self, outcome: SourceOutcome) -> None:
         raise TypeError("a scripted source is read where it is")
 
     def read_chunk(self) -> memoryview:

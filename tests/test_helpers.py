@@ -234,7 +234,7 @@ def test_a_source_goes_to_another_process_unread_and_comes_back_read(tmp_path: P
     theirs = pickle.loads(pickle.dumps(mine))
     while theirs.read_block(1 << 20):
         pass
-    mine.adopt(pickle.loads(pickle.dumps(theirs)))
+    mine.adopt(theirs.outcome())
     assert mine.done == 100_000 and mine.digest() == _blake3(b"x" * 100_000)
     # Sent a second time by mistake, it must not read as an empty file (an empty copy
     # would replace the good one): it refuses before a byte is written.

@@ -57,7 +57,6 @@ What can go wrong, and what it leaves:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import pickle
@@ -72,8 +71,9 @@ import anyio
 import anyio.to_thread
 
 from finalcopy.backends.base import FileTransfer
-from finalcopy.backends.source import STOP_ELSEWHERE
-from finalcopy.errors import DestinationError, Interrupted
+from finalcopy.backends.phases import PhaseTimes
+from finalcopy.backends.source import STOP_ELSEWHERE, SourceOutcome
+from finalcopy.errors import DestinationError, FinalcopyError, Interrupted
 from finalcopy.hashing import Algorithm
 
 __all__ = ["HelperUnavailable", "Helpers", "SendBatch", "helpers_cpu_seconds"]
@@ -209,7 +209,8 @@ class Helpers:
         still waits for the outcome: :class:`~finalcopy.errors.Interrupted`,
         or the files the helper finished.
         """
-        request = pickle.dumps((send, transfers, algorithm), pickle.HIGHEST_PROTOCOL)
+        files = [(t.path, t.source, t.mode, t.mtime_ns, t.temp, t.readback) for t in transfers]
+        request = pickle.dumps((send, files, algorithm), pickle.HIGHEST_PROTOCOL)
         helper = self._idle.pop()
         try:
             reply, stopped = await _call_telling_stop(helper, request, transfers)
@@ -217,7 +218,7 @@ class Helpers:
             helper.close()  # reaped, never used again
             _fail(transfers, f"stopped ({exc})")
             return
-        outcome: tuple[list[FileTransfer], float] | BaseException = pickle.loads(reply)
+        outcome: tuple[list[_Outcome], float] | BaseException = pickle.loads(reply)
         if isinstance(outcome, HelperUnavailable):
             log.warning("a helper process cannot send (%s); the command sends its share", outcome)
             helper.close()
@@ -231,15 +232,11 @@ class Helpers:
             return
         if isinstance(outcome, BaseException):
             raise outcome  # Interrupted as asked, or a defect, as the thread would raise it
-        sent, cpu_seconds = outcome
+        outcomes, cpu_seconds = outcome
         global _cpu_seconds
         _cpu_seconds += cpu_seconds
-        for mine, theirs in zip(transfers, sent, strict=True):
-            mine.error = theirs.error
-            mine.readback_digest = theirs.readback_digest
-            mine.dest_mtime_ns = theirs.dest_mtime_ns
-            mine.times = theirs.times
-            mine.source.adopt(theirs.source)
+        for transfer, sent in zip(transfers, outcomes, strict=True):
+            _adopt(transfer, sent)
 
     @property
     def pids(self) -> list[int]:
@@ -251,6 +248,41 @@ class Helpers:
             helper.close()
         self._idle.clear()
         log.debug("helper processes sent %d batch(es)", self.sent)
+
+
+_Outcome = tuple[
+    FinalcopyError | None, str | None, int, int, int, tuple[float, float, float], SourceOutcome
+]
+"""What sending a file in a helper found: the fields of :class:`FileTransfer` a backend fills
+and its source's outcome, as plain values (no objects to rebuild on either side)."""
+
+
+def _outcome(transfer: FileTransfer) -> _Outcome:
+    times = transfer.times
+    return (
+        transfer.error,
+        transfer.readback_digest,
+        transfer.dest_mtime_ns,
+        transfer.resumed_from,
+        transfer.attempts,
+        (times.stream, times.commit, times.verify),
+        transfer.source.outcome(),
+    )
+
+
+def _adopt(transfer: FileTransfer, sent: _Outcome) -> None:
+    """``transfer`` as its helper left it (see :func:`_outcome`)."""
+    (
+        transfer.error,
+        transfer.readback_digest,
+        transfer.dest_mtime_ns,
+        transfer.resumed_from,
+        transfer.attempts,
+        times,
+        read,
+    ) = sent
+    transfer.times = PhaseTimes(*times)
+    transfer.source.adopt(read)
 
 
 def _fail(transfers: list[FileTransfer], what: str) -> None:
@@ -319,6 +351,8 @@ def _serve(requests: int, replies: int, parent: int) -> None:
     for fd in (0, 1, 2):  # a pipe reading the command's output ends with the command
         os.dup2(nothing, fd)
     os.close(nothing)
+    import ctypes  # here, in the helper: the command itself never needs it
+
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
@@ -329,12 +363,15 @@ def _serve(requests: int, replies: int, parent: int) -> None:
         STOP_ELSEWHERE.clear()
         try:
             started = time.process_time()
-            send, transfers, algorithm = pickle.loads(request)
+            send, files, algorithm = pickle.loads(request)
+            transfers = [
+                FileTransfer(path, source, mode, mtime_ns, temp=temp, readback=readback)
+                for path, source, mode, mtime_ns, temp, readback in files
+            ]
             with _reporting(transfers, replies, writing):
                 send(transfers, algorithm)
-            reply = pickle.dumps(
-                (transfers, time.process_time() - started), pickle.HIGHEST_PROTOCOL
-            )
+            outcomes = [_outcome(transfer) for transfer in transfers]
+            reply = pickle.dumps((outcomes, time.process_time() - started), pickle.HIGHEST_PROTOCOL)
         except BaseException as exc:
             reply = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
         with writing:

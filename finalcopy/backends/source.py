@@ -12,6 +12,10 @@ from typing import Protocol
 
 from finalcopy.hashing import Algorithm
 
+SourceOutcome = tuple[int, bool, str | None]
+"""What reading a source in another process found: bytes read, whether it was read to its
+end, and the digest of what was read (None until then); see :meth:`ChunkSource.adopt`."""
+
 STOP_ELSEWHERE = threading.Event()
 """The cancel flag of every source read in a helper process (one sent there pickled): the
 helper sets it when the command that sent the batch is interrupted (see
@@ -39,8 +43,12 @@ class ChunkSource(Protocol):
         :meth:`adopt` takes back what was read there): a local file with nothing attached."""
         ...
 
-    def adopt(self, read: ChunkSource) -> None:
-        """Take the outcome of ``read``, this source sent to another process and read there."""
+    def outcome(self) -> SourceOutcome:
+        """What reading this source here found, for the process that sent it (:meth:`adopt`)."""
+        ...
+
+    def adopt(self, outcome: SourceOutcome) -> None:
+        """Take what reading this source in another process found (its :meth:`outcome`)."""
         ...
 
     def read_block(self, max_bytes: int) -> memoryview:
@@ -88,7 +96,10 @@ class BytesSource:
         self.size = len(data)
         self.done = 0
 
-    def adopt(self, read: ChunkSource) -> None:
+    def outcome(self) -> SourceOutcome:
+        raise TypeError("bytes in memory are read where they are")
+
+    def adopt(self, outcome: SourceOutcome) -> None:
         raise TypeError("bytes in memory are read where they are")
 
     def read_block(self, max_bytes: int) -> memoryview:

@@ -48,7 +48,14 @@ class Layout:
         return self.path(join(META_DIR, name))
 
     def temp(self, final: str) -> str:
-        """The temporary file for the destination path ``final``: beside it, never planned."""
+        """The temporary file for the destination path ``final``: beside it, never planned.
+
+        Empty, the backend's default (:func:`temp_name` of the final name), when no planned
+        name looks like a temporary one: the common case, where the default cannot collide,
+        and which leaves the hashing of the name to the thread or process that sends it.
+        """
+        if not self._temp_like:
+            return ""
         folder, _, name = final.rpartition("/")
         salt = 0
         while (candidate := join(folder, temp_name(name, salt))) in self._temp_like:

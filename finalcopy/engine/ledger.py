@@ -155,7 +155,7 @@ class Ledger:
         self._checkpoint = self.clock()
         started = perf_counter()  # its real cost, whatever clock paces the copy
         records = self.records
-        ordered = [records[f.path] for f in self.layout.plan.files if f.path in records]
+        ordered = [r for f in self.layout.plan.files if (r := records.get(f.path)) is not None]
         await self._store(STATE_NAME, lambda: state_lines(ordered))
         cost = perf_counter() - started
         self._interval = max(CHECKPOINT_SECONDS, cost / CHECKPOINT_SHARE)

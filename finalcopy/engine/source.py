@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from finalcopy.backends.source import STOP_ELSEWHERE, ChunkSource
+from finalcopy.backends.source import STOP_ELSEWHERE, SourceOutcome
 from finalcopy.engine.bandwidth import BandwidthLimiter
 from finalcopy.engine.plan import PlannedFile
 from finalcopy.errors import Interrupted, SourceError, source_error
-from finalcopy.hashing import Algorithm, Hasher
+from finalcopy.hashing import ALGORITHMS, Algorithm, Hasher
 
 
 class ContentInspector(Protocol):
@@ -111,7 +111,8 @@ class FileChunkSource:
         self.done = 0
         """Bytes read so far; only this object's thread writes it (progress polls it)."""
         self._algorithm = algorithm
-        self._hasher: Hasher = algorithm.new()
+        self._hasher: Hasher | None = None
+        """Made at the first byte read, in the thread that reads (not where it is planned)."""
         self._new_inspector = inspector
         self._inspector = inspector() if inspector else None
         self._cancel = cancel
@@ -145,30 +146,21 @@ class FileChunkSource:
             and self.done == 0
         )
 
-    def __getstate__(self) -> dict[str, object]:
-        """What another process needs to read this file, or what it read (:meth:`adopt`)."""
-        if self._fd >= 0:
+    def __reduce__(self) -> tuple[Callable[..., FileChunkSource], tuple[str, int, str, int]]:
+        """What another process needs to read this file: its path, size, algorithm and chunk.
+
+        Only an unread source moves; what it read comes back by :meth:`outcome`.
+        """
+        if self._fd >= 0 or self.done or self._finished:
             raise TypeError(f"'{self.path}' is being read: it cannot move to another process")
-        return {
-            "path": self.path,
-            "size": self.size,
-            "algorithm": self._algorithm,
-            "chunk_size": self._chunk_size,
-            "done": self.done,
-            "finished": self._finished,
-            "digest": self._digest,
-        }
+        path = os.fspath(self.path)
+        return _read_elsewhere, (path, self.size, self._algorithm.name, self._chunk_size)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # Stopped there only when the process that sent it is interrupted.
-        self.__init__(  # type: ignore[misc]
-            state["path"], state["size"], state["algorithm"], state["chunk_size"], STOP_ELSEWHERE
-        )
-        self.done, self._finished, self._digest = state["done"], state["finished"], state["digest"]
+    def outcome(self) -> SourceOutcome:
+        return self.done, self._finished, self._digest
 
-    def adopt(self, read: ChunkSource) -> None:
-        assert isinstance(read, FileChunkSource) and read.path == self.path
-        self.done, self._finished, self._digest = read.done, read._finished, read._digest
+    def adopt(self, outcome: SourceOutcome) -> None:
+        self.done, self._finished, self._digest = outcome
         self._sent_elsewhere = True
 
     def _open(self) -> int:
@@ -222,7 +214,10 @@ class FileChunkSource:
         if not n:
             self._finish()
             return chunk
-        self._hasher.update(chunk)
+        hasher = self._hasher
+        if hasher is None:
+            hasher = self._hasher = self._algorithm.new()
+        hasher.update(chunk)
         if self._inspector is not None:
             self._inspector.feed(chunk)
         if sent and self.limiter is not None:
@@ -264,7 +259,7 @@ class FileChunkSource:
 
     def rewind(self) -> None:
         self.close()
-        self._hasher = self._algorithm.new()
+        self._hasher = None
         self._inspector = self._new_inspector() if self._new_inspector else None
         self.done = 0
         self._finished = False
@@ -297,16 +292,23 @@ class FileChunkSource:
             self.seen = SourceRead(SourceIdentity.of(now), self._opened_ns)
         if self._inspector is not None:
             self._inspector.finish()
-        self._digest = self._hasher.hexdigest()  # here, in the reading thread, once
+        self._digest = self.digest()  # here, in the reading thread, once
 
     def digest(self) -> str:
         """Hash of every byte read; valid once the file was read to the end."""
-        return self._digest or self._hasher.hexdigest()
+        if self._digest is not None:
+            return self._digest
+        return (self._hasher or self._algorithm.new()).hexdigest()
 
     def close(self) -> None:
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             os.close(fd)
+
+
+def _read_elsewhere(path: str, size: int, algorithm: str, chunk_size: int) -> FileChunkSource:
+    """A source pickled unread into another process, stopped there with its batch."""
+    return FileChunkSource(path, size, ALGORITHMS[algorithm], chunk_size, STOP_ELSEWHERE)
 
 
 @dataclass(frozen=True)
