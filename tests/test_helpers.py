@@ -494,3 +494,32 @@ def test_a_batch_handed_to_a_helper_as_the_copy_is_cancelled_still_has_its_outco
     """
     result = _scenario(body, src, dst)
     assert result == {"errors": [], "proven": 64}
+
+
+def test_every_outcome_a_backend_fills_in_comes_back_from_a_helper(tmp_path: Path) -> None:
+    """What the command concludes a file with is what the helper's backend left: the
+    read-back, the mtime, a resumed offset (``resumed`` in the events), the attempts, the
+    time split, the bytes read and their digest."""
+    src = make_tree(tmp_path / "src", {"a.bin": b"a" * 5000, "b.bin": b"b" * 7})
+    body = """
+    from finalcopy.backends.base import FileTransfer
+    from finalcopy.engine.source import FileChunkSource
+    from finalcopy.hashing import get_algorithm
+    from tests.support.sending import fill_every_outcome
+    algorithm = get_algorithm("blake3")
+    transfers = [
+        FileTransfer(rel, FileChunkSource(src / rel, (src / rel).stat().st_size, algorithm,
+                                          65536, threading.Event()), 0o644, None)
+        for rel in ("a.bin", "b.bin")
+    ]
+    anyio.run(helpers.send, fill_every_outcome, transfers, algorithm)
+    helpers.close()
+    print(json.dumps([[t.readback_digest, t.dest_mtime_ns, t.resumed_from, t.attempts,
+                       [t.times.stream, t.times.commit, t.times.verify], t.source.done,
+                       t.source.digest(), t.error] for t in transfers]))
+    """
+    result = _scenario(body, src, tmp_path / "dst")
+    assert result == [
+        ["01", 1, 100, 2, [1.5, 2.5, 3.5], 5000, _blake3(b"a" * 5000), None],
+        ["02", 2, 200, 3, [1.5, 2.5, 3.5], 7, _blake3(b"b" * 7), None],
+    ]
