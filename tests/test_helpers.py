@@ -514,12 +514,12 @@ def test_every_outcome_a_backend_fills_in_comes_back_from_a_helper(tmp_path: Pat
     ]
     anyio.run(helpers.send, fill_every_outcome, transfers, algorithm)
     helpers.close()
-    print(json.dumps([[t.readback_digest, t.dest_mtime_ns, t.resumed_from, t.attempts,
+    print(json.dumps({"files": [[t.readback_digest, t.dest_mtime_ns, t.resumed_from, t.attempts,
                        [t.times.stream, t.times.commit, t.times.verify], t.source.done,
-                       t.source.digest(), t.error] for t in transfers]))
+                       t.source.digest(), t.error] for t in transfers]}))
     """
     result = _scenario(body, src, tmp_path / "dst")
-    assert result == [
+    assert result["files"] == [
         ["01", 1, 100, 2, [1.5, 2.5, 3.5], 5000, _blake3(b"a" * 5000), None],
         ["02", 2, 200, 3, [1.5, 2.5, 3.5], 7, _blake3(b"b" * 7), None],
     ]
