@@ -61,32 +61,36 @@ import logging
 import os
 import pickle
 import signal
-import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import anyio
 import anyio.to_thread
 
 from finalcopy.backends.base import FileTransfer
-from finalcopy.backends.phases import PhaseTimes
-from finalcopy.backends.source import STOP_ELSEWHERE, SourceOutcome
-from finalcopy.errors import DestinationError, FinalcopyError, Interrupted
+from finalcopy.backends.helper_wire import (
+    PROGRESS,
+    RESULT,
+    Outcome,
+    SendBatch,
+    adopt,
+    decode_request,
+    encode_request,
+    outcome_of,
+    read_message,
+    write_message,
+)
+from finalcopy.backends.source import STOP_ELSEWHERE
+from finalcopy.errors import DestinationError, Interrupted
 from finalcopy.hashing import Algorithm
 
 __all__ = ["HelperUnavailable", "Helpers", "SendBatch", "helpers_cpu_seconds"]
 
-SendBatch = Callable[[list[FileTransfer], Algorithm], None]
-"""Sends a batch in the calling thread, filling in each transfer's outcome (picklable)."""
-
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
-_LENGTH = struct.Struct("!Q")
-_PROGRESS, _RESULT = b"P", b"R"
-"""The kinds of a helper's messages: bytes read so far (a list, one per file), the outcome."""
 #: A batch this large (a big file) reports its progress as it goes, this often; a batch of
 #: small files takes milliseconds and reports only its end.
 REPORT_FROM = 8 << 20
@@ -124,9 +128,9 @@ class _Helper:
         """Send one request and wait for its outcome (blocking: run in a worker thread),
         setting the bytes read of each transfer's source as the helper reports them."""
         try:
-            _write(self.requests, request)
-            while (message := _read(self.replies)) is not None:
-                if message[:1] == _RESULT:
+            write_message(self.requests, request)
+            while (message := read_message(self.replies)) is not None:
+                if message[:1] == RESULT:
                     return message[1:]
                 for transfer, done in zip(transfers, pickle.loads(message[1:]), strict=True):
                     transfer.source.done = done
@@ -209,8 +213,7 @@ class Helpers:
         still waits for the outcome: :class:`~finalcopy.errors.Interrupted`,
         or the files the helper finished.
         """
-        files = [(t.path, t.source, t.mode, t.mtime_ns, t.temp, t.readback) for t in transfers]
-        request = pickle.dumps((send, files, algorithm), pickle.HIGHEST_PROTOCOL)
+        request = encode_request(send, transfers, algorithm)
         helper = self._idle.pop()
         try:
             reply, stopped = await _call_telling_stop(helper, request, transfers)
@@ -218,7 +221,7 @@ class Helpers:
             helper.close()  # reaped, never used again
             _fail(transfers, f"stopped ({exc})")
             return
-        outcome: tuple[list[_Outcome], float] | BaseException = pickle.loads(reply)
+        outcome: tuple[list[Outcome], float] | BaseException = pickle.loads(reply)
         if isinstance(outcome, HelperUnavailable):
             log.warning("a helper process cannot send (%s); the command sends its share", outcome)
             helper.close()
@@ -236,7 +239,7 @@ class Helpers:
         global _cpu_seconds
         _cpu_seconds += cpu_seconds
         for transfer, sent in zip(transfers, outcomes, strict=True):
-            _adopt(transfer, sent)
+            adopt(transfer, sent)
 
     @property
     def pids(self) -> list[int]:
@@ -248,41 +251,6 @@ class Helpers:
             helper.close()
         self._idle.clear()
         log.debug("helper processes sent %d batch(es)", self.sent)
-
-
-_Outcome = tuple[
-    FinalcopyError | None, str | None, int, int, int, tuple[float, float, float], SourceOutcome
-]
-"""What sending a file in a helper found: the fields of :class:`FileTransfer` a backend fills
-and its source's outcome, as plain values (no objects to rebuild on either side)."""
-
-
-def _outcome(transfer: FileTransfer) -> _Outcome:
-    times = transfer.times
-    return (
-        transfer.error,
-        transfer.readback_digest,
-        transfer.dest_mtime_ns,
-        transfer.resumed_from,
-        transfer.attempts,
-        (times.stream, times.commit, times.verify),
-        transfer.source.outcome(),
-    )
-
-
-def _adopt(transfer: FileTransfer, sent: _Outcome) -> None:
-    """``transfer`` as its helper left it (see :func:`_outcome`)."""
-    (
-        transfer.error,
-        transfer.readback_digest,
-        transfer.dest_mtime_ns,
-        transfer.resumed_from,
-        transfer.attempts,
-        times,
-        read,
-    ) = sent
-    transfer.times = PhaseTimes(*times)
-    transfer.source.adopt(read)
 
 
 def _fail(transfers: list[FileTransfer], what: str) -> None:
@@ -358,24 +326,20 @@ def _serve(requests: int, replies: int, parent: int) -> None:
     if os.getppid() != parent:
         return  # the parent died before the line above (this process was handed on)
     writing = threading.Lock()  # progress and outcome share the pipe
-    while (request := _read(requests)) is not None:
+    while (request := read_message(requests)) is not None:
         # A stop meant for the batch before, arrived once it was done, is not this one's.
         STOP_ELSEWHERE.clear()
         try:
             started = time.process_time()
-            send, files, algorithm = pickle.loads(request)
-            transfers = [
-                FileTransfer(path, source, mode, mtime_ns, temp=temp, readback=readback)
-                for path, source, mode, mtime_ns, temp, readback in files
-            ]
+            send, transfers, algorithm = decode_request(request)
             with _reporting(transfers, replies, writing):
                 send(transfers, algorithm)
-            outcomes = [_outcome(transfer) for transfer in transfers]
+            outcomes = [outcome_of(transfer) for transfer in transfers]
             reply = pickle.dumps((outcomes, time.process_time() - started), pickle.HIGHEST_PROTOCOL)
         except BaseException as exc:
             reply = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
         with writing:
-            _write(replies, _RESULT + reply)
+            write_message(replies, RESULT + reply)
 
 
 @contextlib.contextmanager
@@ -394,7 +358,7 @@ def _reporting(
             done = [t.source.done for t in transfers]
             if done != last:
                 with writing:
-                    _write(replies, _PROGRESS + pickle.dumps(done, pickle.HIGHEST_PROTOCOL))
+                    write_message(replies, PROGRESS + pickle.dumps(done, pickle.HIGHEST_PROTOCOL))
                 last = done
 
     reporter = threading.Thread(target=report, name="helper-progress", daemon=True)
@@ -404,29 +368,3 @@ def _reporting(
     finally:
         stop.set()
         reporter.join()
-
-
-def _write(fd: int, data: bytes) -> None:
-    view = memoryview(_LENGTH.pack(len(data)) + data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _read(fd: int) -> bytes | None:
-    """One message, or None at end of file."""
-    head = _read_exactly(fd, _LENGTH.size)
-    if head is None:
-        return None
-    (length,) = _LENGTH.unpack(head)
-    return _read_exactly(fd, length)
-
-
-def _read_exactly(fd: int, size: int) -> bytes | None:
-    parts: list[bytes] = []
-    while size:
-        part = os.read(fd, min(size, 1 << 20))
-        if not part:
-            return None
-        parts.append(part)
-        size -= len(part)
-    return b"".join(parts)
