@@ -366,9 +366,12 @@ from dataclasses import replace
 from pathlib import Path
 import anyio
 from finalcopy.backends import helpers as module, open_backend
-from finalcopy.engine import BytesProgress, CopyOptions, copy_tree
+from finalcopy.engine import BytesProgress, CopyOptions, copy_tree, transfer
 
 module.REPORT_SECONDS = 0.02  # before the fork: the helper reports this often
+# And the copy's progress events as often: a 16 MiB file crosses loopback in tens of
+# milliseconds, between two events 0.1 s apart, and its bar was never seen part-way.
+transfer.PROGRESS_SECONDS = 0.01
 helpers = module.Helpers.fork(1)
 src, url = Path(sys.argv[1]), sys.argv[2]
 options = replace(pickle.loads(bytes.fromhex(sys.argv[3])), helpers=helpers)
