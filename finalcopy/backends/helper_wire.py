@@ -2,9 +2,10 @@
 
 Each message is a length-prefixed frame. The command sends a request (a
 picklable send function, its files as plain tuples, the algorithm); the
-helper answers with progress frames for a large batch (:data:`PROGRESS`:
-bytes read so far, one count per file) and one :data:`RESULT` frame: each
-file's :data:`Outcome`, or the exception that stopped the batch. Outcomes are
+helper answers with progress messages for a large batch (bytes read so
+far, one count per file: :func:`progress_message`) and one result (each
+file's :data:`Outcome`, or the exception that stopped the batch:
+:func:`result_message`). Outcomes are
 plain values, not pickled transfers and sources: nothing has to be rebuilt
 on either side, which is most of what a small file costs in a helper.
 """
@@ -23,20 +24,23 @@ from finalcopy.errors import FinalcopyError
 from finalcopy.hashing import Algorithm
 
 __all__ = [
-    "PROGRESS",
-    "RESULT",
     "Outcome",
+    "Result",
     "SendBatch",
     "adopt",
     "decode_request",
+    "decode_result",
     "encode_request",
     "outcome_of",
+    "progress_message",
     "read_message",
+    "read_reply",
+    "result_message",
     "write_message",
 ]
 
 _LENGTH = struct.Struct("!Q")
-PROGRESS, RESULT = b"P", b"R"
+_PROGRESS, _RESULT = b"P", b"R"
 """The kinds of a helper's messages: bytes read so far (a list, one per file), the outcome."""
 
 SendBatch = Callable[[list[FileTransfer], Algorithm], None]
@@ -66,6 +70,10 @@ Outcome = tuple[
 and its source's outcome, as plain values (no objects to rebuild on either side)."""
 
 
+Result = tuple[list[Outcome], float] | BaseException
+"""A batch's reply: each file's outcome and the helper's CPU seconds, or what stopped it."""
+
+
 def outcome_of(transfer: FileTransfer) -> Outcome:
     times = transfer.times
     return (
@@ -92,6 +100,32 @@ def adopt(transfer: FileTransfer, sent: Outcome) -> None:
     ) = sent
     transfer.times = PhaseTimes(*times)
     transfer.source.adopt(read)
+
+
+def progress_message(done: list[int]) -> bytes:
+    """The bytes read so far of each file of the batch in hand (a large batch's)."""
+    return _PROGRESS + pickle.dumps(done, pickle.HIGHEST_PROTOCOL)
+
+
+def result_message(result: Result) -> bytes:
+    """The batch's reply, its last message."""
+    return _RESULT + pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
+
+
+def read_reply(fd: int, on_progress: Callable[[list[int]], None]) -> bytes | None:
+    """The reply to a request, still encoded (:func:`decode_result`), each progress message
+    before it handed to ``on_progress``; None when the pipe ends first."""
+    while (message := read_message(fd)) is not None:
+        if message[:1] == _RESULT:
+            return message[1:]
+        on_progress(pickle.loads(message[1:]))
+    return None
+
+
+def decode_result(reply: bytes) -> Result:
+    """The other side of :func:`result_message`."""
+    result: Result = pickle.loads(reply)
+    return result
 
 
 def write_message(fd: int, data: bytes) -> None:

@@ -59,7 +59,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import signal
 import threading
 import time
@@ -71,15 +70,16 @@ import anyio.to_thread
 
 from finalcopy.backends.base import FileTransfer
 from finalcopy.backends.helper_wire import (
-    PROGRESS,
-    RESULT,
-    Outcome,
     SendBatch,
     adopt,
     decode_request,
+    decode_result,
     encode_request,
     outcome_of,
+    progress_message,
     read_message,
+    read_reply,
+    result_message,
     write_message,
 )
 from finalcopy.backends.source import STOP_ELSEWHERE
@@ -125,18 +125,21 @@ class _Helper:
     """Read end of the pipe the helper answers on."""
 
     def call(self, request: bytes, transfers: list[FileTransfer]) -> bytes:
-        """Send one request and wait for its outcome (blocking: run in a worker thread),
+        """Send one request and wait for its reply (blocking: run in a worker thread),
         setting the bytes read of each transfer's source as the helper reports them."""
+
+        def progress(read: list[int]) -> None:
+            for transfer, done in zip(transfers, read, strict=True):
+                transfer.source.done = done
+
         try:
             write_message(self.requests, request)
-            while (message := read_message(self.replies)) is not None:
-                if message[:1] == RESULT:
-                    return message[1:]
-                for transfer, done in zip(transfers, pickle.loads(message[1:]), strict=True):
-                    transfer.source.done = done
+            reply = read_reply(self.replies, progress)
         except OSError as exc:  # EPIPE: the helper is gone
             raise HelperDied(os.strerror(exc.errno or 0)) from None
-        raise HelperDied("it closed its pipe")
+        if reply is None:
+            raise HelperDied("it closed its pipe")
+        return reply
 
     def close(self) -> None:
         for fd in (self.requests, self.replies):
@@ -221,7 +224,7 @@ class Helpers:
             helper.close()  # reaped, never used again
             _fail(transfers, f"stopped ({exc})")
             return
-        outcome: tuple[list[Outcome], float] | BaseException = pickle.loads(reply)
+        outcome = decode_result(reply)
         if isinstance(outcome, HelperUnavailable):
             log.warning("a helper process cannot send (%s); the command sends its share", outcome)
             helper.close()
@@ -335,11 +338,11 @@ def _serve(requests: int, replies: int, parent: int) -> None:
             with _reporting(transfers, replies, writing):
                 send(transfers, algorithm)
             outcomes = [outcome_of(transfer) for transfer in transfers]
-            reply = pickle.dumps((outcomes, time.process_time() - started), pickle.HIGHEST_PROTOCOL)
+            reply = result_message((outcomes, time.process_time() - started))
         except BaseException as exc:
-            reply = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
+            reply = result_message(exc)
         with writing:
-            write_message(replies, RESULT + reply)
+            write_message(replies, reply)
 
 
 @contextlib.contextmanager
@@ -358,7 +361,7 @@ def _reporting(
             done = [t.source.done for t in transfers]
             if done != last:
                 with writing:
-                    write_message(replies, PROGRESS + pickle.dumps(done, pickle.HIGHEST_PROTOCOL))
+                    write_message(replies, progress_message(done))
                 last = done
 
     reporter = threading.Thread(target=report, name="helper-progress", daemon=True)
